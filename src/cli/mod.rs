@@ -1,0 +1,70 @@
+//! The command line: one file per subcommand. Parsing and printing only; the work is done by
+//! the library modules they call.
+
+mod config_cmd;
+mod keys;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pasarela",
+    version,
+    about = "An OpenAI-compatible gateway for production LLM applications"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the gateway.
+    Serve(serve::ServeArgs),
+    /// Create and hash API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Check a configuration file.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+}
+
+/// Where the configuration comes from: `--config`/`PASARELA_CONFIG`, else `./pasarela.toml`,
+/// else the defaults compiled into the binary.
+#[derive(Debug, clap::Args)]
+struct ConfigSource {
+    /// Configuration file (TOML).
+    #[arg(long, short, env = "PASARELA_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigSource {
+    fn load(&self) -> Result<crate::config::Config, crate::config::ConfigError> {
+        let local = PathBuf::from("pasarela.toml");
+        match &self.config {
+            Some(path) => crate::config::Config::from_file(path),
+            None if local.is_file() => crate::config::Config::from_file(&local),
+            None => crate::config::Config::embedded(),
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Keys(cmd) => keys::run(cmd),
+        Command::Config(cmd) => config_cmd::run(cmd),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

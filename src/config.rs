@@ -1,0 +1,482 @@
+//! Typed configuration: a TOML file (or the embedded defaults), then `PASARELA_*` environment
+//! variables and command-line flags on top. Everything is checked at startup and every error
+//! names the file, the key and the reason. Secrets are read from the environment variables the
+//! file names, never from the file.
+//!
+//! Must not contain I/O beyond reading the config file and those environment variables.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// The configuration compiled into the binary, used when no file is given or found.
+pub const EMBEDDED_DEFAULTS: &str = include_str!("../pasarela.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("config {origin}: `{key}`: {reason}")]
+    Invalid {
+        origin: String,
+        key: String,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    /// Upstreams by name.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Model names clients use, each mapped to deployments and fallbacks.
+    #[serde(default)]
+    pub routes: BTreeMap<String, RouteConfig>,
+    /// Where the configuration came from, for error messages.
+    #[serde(skip)]
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest request body accepted; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// How long a shutdown waits for in-flight requests and streams.
+    pub shutdown_grace_secs: u64,
+    /// Without API keys the gateway binds to loopback only, unless this is set.
+    pub allow_unauthenticated_remote: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            // OpenAI accepts bodies of tens of MB (images inline as base64).
+            max_body_bytes: 32 * 1024 * 1024,
+            shutdown_grace_secs: 30,
+            allow_unauthenticated_remote: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// SHA-256 hashes of accepted keys, as `sha256:<hex>` (`pasarela keys hash` prints them).
+    pub api_key_hashes: Vec<String>,
+    /// Environment variables that each hold one accepted key in clear; hashed at startup.
+    pub api_key_envs: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// `text` or `json`.
+    pub log_format: LogFormat,
+    /// A tracing filter such as `info` or `pasarela=debug`; `PASARELA_LOG` overrides it.
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ProviderConfig {
+    /// Any OpenAI-compatible server.
+    Openai(OpenAiProviderConfig),
+    /// Anthropic's Messages API.
+    Anthropic(AnthropicProviderConfig),
+}
+
+impl ProviderConfig {
+    pub fn timeouts(&self) -> &Timeouts {
+        match self {
+            ProviderConfig::Openai(c) => &c.timeouts,
+            ProviderConfig::Anthropic(c) => &c.timeouts,
+        }
+    }
+
+    fn api_key_env(&self) -> Option<&str> {
+        match self {
+            ProviderConfig::Openai(c) => c.api_key_env.as_deref(),
+            ProviderConfig::Anthropic(c) => Some(&c.api_key_env),
+        }
+    }
+
+    fn base_url(&self) -> &str {
+        match self {
+            ProviderConfig::Openai(c) => &c.base_url,
+            ProviderConfig::Anthropic(c) => &c.base_url,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenAiProviderConfig {
+    /// Up to the endpoint path, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// The environment variable holding the upstream's API key (none for keyless servers).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(flatten)]
+    pub timeouts: Timeouts,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnthropicProviderConfig {
+    #[serde(default = "default_anthropic_url")]
+    pub base_url: String,
+    pub api_key_env: String,
+    /// The `anthropic-version` header.
+    #[serde(default = "default_anthropic_version")]
+    pub version: String,
+    /// Anthropic requires `max_tokens`; used when the client sends none.
+    #[serde(default = "default_anthropic_max_tokens")]
+    pub default_max_tokens: u32,
+    #[serde(flatten)]
+    pub timeouts: Timeouts,
+}
+
+fn default_anthropic_url() -> String {
+    "https://api.anthropic.com".into()
+}
+fn default_anthropic_version() -> String {
+    "2023-06-01".into()
+}
+fn default_anthropic_max_tokens() -> u32 {
+    4096
+}
+
+/// Connect and total timeouts, set on a provider and overridable per deployment.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    #[serde(default)]
+    pub connect_timeout_ms: Option<u64>,
+    /// The whole upstream call, streamed body included.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+impl Timeouts {
+    pub const DEFAULT_CONNECT: Duration = Duration::from_secs(10);
+    pub const DEFAULT_TOTAL: Duration = Duration::from_secs(600);
+
+    /// `self` where set, else `fallback`.
+    pub fn or(self, fallback: Timeouts) -> Timeouts {
+        Timeouts {
+            connect_timeout_ms: self.connect_timeout_ms.or(fallback.connect_timeout_ms),
+            timeout_ms: self.timeout_ms.or(fallback.timeout_ms),
+        }
+    }
+
+    pub fn connect(&self) -> Duration {
+        self.connect_timeout_ms
+            .map_or(Self::DEFAULT_CONNECT, Duration::from_millis)
+    }
+
+    pub fn total(&self) -> Duration {
+        self.timeout_ms
+            .map_or(Self::DEFAULT_TOTAL, Duration::from_millis)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub deployments: Vec<DeploymentConfig>,
+    /// Other route names tried in order when every attempt on this one failed.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    #[serde(default)]
+    pub retry: RetryConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentConfig {
+    pub provider: String,
+    /// The model name the upstream knows.
+    pub model: String,
+    /// Share of traffic relative to the route's other deployments.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    #[serde(flatten)]
+    pub timeouts: Timeouts,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Further attempts after the first, on connect errors, timeouts, 429 and 5xx.
+    pub max_retries: u32,
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    /// An upstream asking to wait longer than this (`Retry-After`) is skipped for a fallback.
+    pub max_retry_after_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_retries: 2,
+            initial_backoff_ms: 100,
+            max_backoff_ms: 5_000,
+            max_retry_after_ms: 30_000,
+        }
+    }
+}
+
+impl Config {
+    /// The embedded defaults.
+    pub fn embedded() -> Result<Self, ConfigError> {
+        Self::parse(EMBEDDED_DEFAULTS, "(embedded defaults)")
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates. `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.origin = origin.to_owned();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn invalid(&self, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            origin: self.origin.clone(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.max_body_bytes == 0 {
+            return Err(self.invalid("server.max_body_bytes", "must be greater than 0"));
+        }
+        for (i, hash) in self.auth.api_key_hashes.iter().enumerate() {
+            if crate::limits::ApiKeyHash::parse(hash).is_none() {
+                return Err(self.invalid(
+                    format!("auth.api_key_hashes[{i}]"),
+                    "expected `sha256:` followed by 64 hex digits (see `pasarela keys hash`)",
+                ));
+            }
+        }
+        for (name, provider) in &self.providers {
+            let url = provider.base_url();
+            if reqwest::Url::parse(url)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+            {
+                return Err(self.invalid(
+                    format!("providers.{name}.base_url"),
+                    format!("`{url}` is not an http(s) URL"),
+                ));
+            }
+            self.validate_timeouts(&format!("providers.{name}"), provider.timeouts())?;
+        }
+        for (name, route) in &self.routes {
+            if route.deployments.is_empty() {
+                return Err(self.invalid(
+                    format!("routes.{name}.deployments"),
+                    "a route needs at least one deployment",
+                ));
+            }
+            if route.deployments.iter().all(|d| d.weight == 0) {
+                return Err(self.invalid(
+                    format!("routes.{name}.deployments"),
+                    "at least one deployment needs a weight above 0",
+                ));
+            }
+            for (i, d) in route.deployments.iter().enumerate() {
+                if !self.providers.contains_key(&d.provider) {
+                    return Err(self.invalid(
+                        format!("routes.{name}.deployments[{i}].provider"),
+                        format!("no provider named `{}` in [providers]", d.provider),
+                    ));
+                }
+                self.validate_timeouts(&format!("routes.{name}.deployments[{i}]"), &d.timeouts)?;
+            }
+            for (i, f) in route.fallbacks.iter().enumerate() {
+                if f == name || !self.routes.contains_key(f) {
+                    return Err(self.invalid(
+                        format!("routes.{name}.fallbacks[{i}]"),
+                        format!("`{f}` is not another route in [routes]"),
+                    ));
+                }
+            }
+            let r = &route.retry;
+            if r.initial_backoff_ms > r.max_backoff_ms {
+                return Err(self.invalid(
+                    format!("routes.{name}.retry.initial_backoff_ms"),
+                    "must not exceed max_backoff_ms",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_timeouts(&self, key: &str, t: &Timeouts) -> Result<(), ConfigError> {
+        if t.connect_timeout_ms == Some(0) {
+            return Err(self.invalid(
+                format!("{key}.connect_timeout_ms"),
+                "must be greater than 0",
+            ));
+        }
+        if t.timeout_ms == Some(0) {
+            return Err(self.invalid(format!("{key}.timeout_ms"), "must be greater than 0"));
+        }
+        Ok(())
+    }
+
+    /// Reads the API key of each provider from the environment variable its config names.
+    /// A named variable that is unset or empty is an error: better at startup than at the
+    /// first request.
+    pub fn provider_secrets(&self) -> Result<BTreeMap<String, Option<SecretString>>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (name, provider) in &self.providers {
+            let secret = match provider.api_key_env() {
+                None => None,
+                Some(var) => Some(self.read_secret(&format!("providers.{name}.api_key_env"), var)?),
+            };
+            out.insert(name.clone(), secret);
+        }
+        Ok(out)
+    }
+
+    /// The clear-text keys named by `auth.api_key_envs`.
+    pub fn auth_env_keys(&self) -> Result<Vec<SecretString>, ConfigError> {
+        self.auth
+            .api_key_envs
+            .iter()
+            .enumerate()
+            .map(|(i, var)| self.read_secret(&format!("auth.api_key_envs[{i}]"), var))
+            .collect()
+    }
+
+    fn read_secret(&self, key: &str, var: &str) -> Result<SecretString, ConfigError> {
+        match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Ok(SecretString::from(v)),
+            _ => Err(self.invalid(key, format!("environment variable {var} is not set"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_parse() {
+        let c = Config::embedded().unwrap();
+        assert_eq!(c.server.listen.port(), 8080);
+        assert!(c.server.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_its_name_and_origin() {
+        let err = Config::parse("[server]\nlisten_addr = \"1.2.3.4:1\"\n", "x.toml").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("x.toml"), "{msg}");
+        assert!(msg.contains("listen_addr"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_inside_a_provider_is_rejected() {
+        let text =
+            "[providers.up]\nkind = \"openai\"\nbase_url = \"http://x\"\napi_kee_env = \"K\"\n";
+        let msg = Config::parse(text, "x.toml").unwrap_err().to_string();
+        assert!(msg.contains("api_kee_env"), "{msg}");
+    }
+
+    #[test]
+    fn route_to_unknown_provider_is_rejected() {
+        let text = "[routes.m]\ndeployments = [{ provider = \"nope\", model = \"x\" }]\n";
+        let msg = Config::parse(text, "x.toml").unwrap_err().to_string();
+        assert!(msg.contains("routes.m.deployments[0].provider"), "{msg}");
+        assert!(msg.contains("nope"), "{msg}");
+    }
+
+    #[test]
+    fn fallback_to_unknown_route_is_rejected() {
+        let text = "[providers.up]\nkind = \"openai\"\nbase_url = \"http://x\"\n\
+                    [routes.m]\ndeployments = [{ provider = \"up\", model = \"x\" }]\nfallbacks = [\"ghost\"]\n";
+        let msg = Config::parse(text, "x.toml").unwrap_err().to_string();
+        assert!(msg.contains("routes.m.fallbacks[0]"), "{msg}");
+    }
+
+    #[test]
+    fn bad_listen_address_names_the_key() {
+        let msg = Config::parse("[server]\nlisten = \"not an address\"\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("listen"), "{msg}");
+    }
+
+    #[test]
+    fn bad_key_hash_is_rejected() {
+        let msg = Config::parse("[auth]\napi_key_hashes = [\"md5:abc\"]\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("auth.api_key_hashes[0]"), "{msg}");
+    }
+
+    #[test]
+    fn deployment_timeouts_override_provider_timeouts() {
+        let text = "[providers.up]\nkind = \"openai\"\nbase_url = \"http://x\"\ntimeout_ms = 5000\nconnect_timeout_ms = 100\n\
+                    [routes.m]\ndeployments = [{ provider = \"up\", model = \"x\", timeout_ms = 50 }]\n";
+        let c = Config::parse(text, "x.toml").unwrap();
+        let d = &c.routes["m"].deployments[0];
+        let t = d.timeouts.or(*c.providers["up"].timeouts());
+        assert_eq!(t.total(), Duration::from_millis(50));
+        assert_eq!(t.connect(), Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,129 @@
+//! `Application`: builds the gateway from config, binds its listener (port 0 in tests), and
+//! serves until its shutdown token fires, then drains in-flight requests and streams.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{AppState, app};
+use crate::config::{Config, ConfigError};
+use crate::gateway::Gateway;
+use crate::limits::{ApiKeyHash, ApiKeys};
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    router: axum::Router,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+    grace: Duration,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let hashes = config
+            .auth
+            .api_key_hashes
+            .iter()
+            .filter_map(|h| ApiKeyHash::parse(h))
+            .collect();
+        let keys = ApiKeys::new(hashes, &config.auth_env_keys()?);
+        let gateway = Gateway::from_config(&config)?;
+
+        let requested = config.server.listen;
+        let addr = if keys.is_empty()
+            && !config.server.allow_unauthenticated_remote
+            && !requested.ip().is_loopback()
+        {
+            let loopback = match requested.ip() {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            };
+            tracing::warn!(requested = %requested, "no API keys configured: binding to loopback \
+                only; configure [auth] keys (or set server.allow_unauthenticated_remote) to serve \
+                other hosts");
+            SocketAddr::new(loopback, requested.port())
+        } else {
+            requested
+        };
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| StartError::Bind { addr, source })?;
+        if keys.is_empty() {
+            tracing::warn!(%local_addr, "no API keys configured: /v1 routes accept any caller");
+        }
+
+        let ready = Arc::new(AtomicBool::new(true));
+        let state = AppState {
+            gateway: Arc::new(gateway),
+            keys: Arc::new(keys),
+            ready: ready.clone(),
+            metrics: Metrics::global(),
+        };
+        Ok(Application {
+            listener,
+            local_addr,
+            router: app(state, config.server.max_body_bytes),
+            ready,
+            shutdown: CancellationToken::new(),
+            grace: Duration::from_secs(config.server.shutdown_grace_secs),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr.port()
+    }
+
+    /// Cancelling this token starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then stops accepting connections, waits
+    /// for in-flight requests and streams to finish, for at most the configured grace period.
+    pub async fn run(self) -> std::io::Result<()> {
+        tracing::info!(addr = %self.local_addr, "pasarela is listening");
+        let token = self.shutdown.clone();
+        let ready = self.ready.clone();
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+            token.cancelled().await;
+            ready.store(false, Ordering::Relaxed);
+            tracing::info!("shutting down: draining in-flight requests");
+        });
+        let token = self.shutdown.clone();
+        let grace = self.grace;
+        tokio::select! {
+            result = serve.into_future() => {
+                tracing::info!("shutdown complete");
+                result
+            }
+            () = async move { token.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(grace_secs = grace.as_secs(), "grace period over: closing remaining connections");
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The HTTP surface: the route table, extractors, the OpenAI error envelope, SSE, the OpenAPI
+//! document, and `Application`, which binds a listener and serves until shutdown.
+//!
+//! Must not contain model or provider logic: handlers call `gateway` and shape its answer.
+
+mod application;
+mod auth;
+mod error;
+mod extract;
+mod handlers;
+mod health;
+mod observe;
+mod openapi;
+mod sse;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
+
+pub use application::{Application, StartError};
+pub use error::ApiError;
+pub use handlers::DEPLOYMENT_HEADER;
+pub use observe::OVERHEAD_HEADER;
+pub use openapi::ApiDoc;
+
+use crate::gateway::Gateway;
+use crate::limits::ApiKeys;
+use crate::telemetry::Metrics;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub gateway: Arc<Gateway>,
+    pub keys: Arc<ApiKeys>,
+    /// False once shutdown has begun.
+    pub ready: Arc<AtomicBool>,
+    pub metrics: Metrics,
+}
+
+/// The route table.
+pub fn app(state: AppState, max_body_bytes: usize) -> Router {
+    let v1 = Router::new()
+        .route("/v1/chat/completions", post(handlers::chat_completions))
+        .route("/v1/completions", post(handlers::completions))
+        .route("/v1/embeddings", post(handlers::embeddings))
+        .route("/v1/models", get(handlers::list_models))
+        // Model ids may contain slashes (`meta-llama/Llama-3.1-8B`).
+        .route("/v1/models/{*id}", get(handlers::get_model))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_key));
+    Router::new()
+        .merge(v1)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::spec))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(from_fn(observe::observe))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::not_found(format!("Invalid URL ({uri}): no such endpoint."))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        format!("Invalid method for URL ({method} {uri})."),
+    )
+}

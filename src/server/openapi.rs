@@ -1,0 +1,50 @@
+//! The OpenAPI 3 document of the public API, generated from the handlers and wire types.
+
+use utoipa::OpenApi;
+
+use super::{handlers, health};
+use crate::openai::{chat, completions, embeddings, error, models};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "pasarela", description = "An OpenAI-compatible gateway in front of local models and remote providers."),
+    paths(
+        handlers::chat_completions, handlers::completions, handlers::embeddings,
+        handlers::list_models, handlers::get_model,
+        health::healthz, health::readyz, health::metrics, spec,
+    ),
+    components(schemas(
+        chat::ChatCompletionRequest, chat::ChatCompletion, chat::ChatCompletionChunk,
+        completions::CompletionRequest, completions::Completion,
+        embeddings::EmbeddingRequest, embeddings::EmbeddingResponse,
+        models::Model, models::ModelList, error::ErrorResponse, health::Health,
+    )),
+    modifiers(&BearerAuth),
+    tags((name = "openai", description = "OpenAI-compatible endpoints"),
+         (name = "operations", description = "Probes, metrics and this document")),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        doc.security = Some(vec![utoipa::openapi::security::SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json")))]
+pub async fn spec() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}

@@ -1,0 +1,54 @@
+//! Prometheus metrics. The recorder is process-global (the `metrics` crate's design), so it is
+//! installed once and every `Application` in the process shares it.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Metric names, in one place so that dashboards and code agree.
+pub mod names {
+    /// Counter: finished HTTP requests, by `endpoint` and `status`.
+    pub const REQUESTS: &str = "pasarela_requests_total";
+    /// Histogram (seconds): time to response headers, by `endpoint`.
+    pub const REQUEST_DURATION: &str = "pasarela_request_duration_seconds";
+    /// Histogram (seconds): time spent in the gateway itself, upstream waits excluded.
+    pub const OVERHEAD: &str = "pasarela_overhead_seconds";
+    /// Counter: upstream attempts, by `route`, `deployment` and `outcome`.
+    pub const UPSTREAM_ATTEMPTS: &str = "pasarela_upstream_attempts_total";
+    /// Counter: streams that ended with an error event instead of `[DONE]`, by `endpoint`.
+    pub const STREAM_ERRORS: &str = "pasarela_stream_errors_total";
+}
+
+/// A handle that renders the current metrics in Prometheus' text format.
+#[derive(Clone)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+impl Metrics {
+    pub fn global() -> Metrics {
+        static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+        let handle = HANDLE.get_or_init(|| {
+            let buckets = [
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .map(PrometheusBuilder::build_recorder)
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; then ours renders nothing
+            // but the gateway still works.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        });
+        Metrics {
+            handle: handle.clone(),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+}

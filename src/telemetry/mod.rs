@@ -1,0 +1,10 @@
+//! Observability: structured logs (tracing), Prometheus metrics, and the accounting of how much
+//! of a request's time the gateway itself spent (its overhead) versus waiting on upstreams.
+
+mod logs;
+mod metrics;
+mod overhead;
+
+pub use logs::init_logging;
+pub use metrics::{Metrics, names};
+pub use overhead::UpstreamClock;
