@@ -69,7 +69,8 @@ impl Application {
             .local_addr()
             .map_err(|source| StartError::Bind { addr, source })?;
         if keys.is_empty() {
-            tracing::warn!(%local_addr, "no API keys configured: /v1 routes accept any caller");
+            tracing::warn!(%local_addr, "no API keys configured: /v1 routes accept any caller \
+                that can reach this address");
         }
 
         let ready = Arc::new(AtomicBool::new(true));

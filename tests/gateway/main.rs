@@ -1,0 +1,12 @@
+//! Black-box tests of the gateway: the real server on port 0, real HTTP, and stand-in
+//! upstreams that speak OpenAI's and Anthropic's wire formats.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod helpers;
+mod openai_upstream;
+
+mod chat;
+mod errors;
+mod routing;
+mod sdk;
+mod server;
