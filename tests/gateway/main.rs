@@ -2,9 +2,11 @@
 //! upstreams that speak OpenAI's and Anthropic's wire formats.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod anthropic_upstream;
 mod helpers;
 mod openai_upstream;
 
+mod anthropic;
 mod chat;
 mod errors;
 mod routing;

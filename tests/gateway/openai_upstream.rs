@@ -117,17 +117,6 @@ impl OpenAiUpstream {
         self.shared.hits.load(Ordering::SeqCst)
     }
 
-    /// Bodies of the requests received so far.
-    pub fn bodies(&self) -> Vec<Value> {
-        self.shared
-            .requests
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|r| r.body.clone())
-            .collect()
-    }
-
     pub fn last(&self) -> (String, HeaderMap, Value) {
         let reqs = self.shared.requests.lock().unwrap();
         let r = reqs.last().expect("upstream received a request");
@@ -149,10 +138,6 @@ impl OpenAiUpstream {
         tokio::time::timeout(limit, wait)
             .await
             .expect("the upstream saw the request abandoned");
-    }
-
-    pub fn abandoned(&self) -> usize {
-        self.shared.abandoned.load(Ordering::SeqCst)
     }
 }
 

@@ -153,7 +153,7 @@ async fn shutdown_drains_an_in_flight_stream_to_done() {
 
     app.begin_shutdown();
     while let Some(chunk) = body.next().await {
-        text.push_str(&String::from_utf8(chunk.unwrap().to_vec()).unwrap());
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
     }
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     app.stop().await;
