@@ -83,7 +83,12 @@ impl Gateway {
                     }
                 };
                 let secret = secrets.get(&dc.provider).cloned().flatten();
-                let provider = providers::from_config(pc, client, secret, timeouts.total());
+                let provider = providers::from_config(pc, client, secret, timeouts.total())
+                    .map_err(|reason| ConfigError::Invalid {
+                        origin: config.origin.clone(),
+                        key: format!("providers.{}.base_url", dc.provider),
+                        reason,
+                    })?;
                 deployments.push(Deployment {
                     label: format!("{}/{}", dc.provider, dc.model),
                     provider,

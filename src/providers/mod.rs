@@ -181,21 +181,21 @@ pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest
         .build()
 }
 
-/// The provider a config entry describes.
+/// The provider a config entry describes; an error says what in the entry is unusable.
 pub fn from_config(
     config: &crate::config::ProviderConfig,
     client: reqwest::Client,
     api_key: Option<secrecy::SecretString>,
     timeout: Duration,
-) -> std::sync::Arc<dyn Provider> {
+) -> Result<std::sync::Arc<dyn Provider>, String> {
     use crate::config::ProviderConfig;
-    match config {
+    Ok(match config {
         ProviderConfig::Openai(c) => std::sync::Arc::new(openai_compat::OpenAiCompat::new(
             client,
             &c.base_url,
             api_key,
             timeout,
-        )),
+        )?),
         ProviderConfig::Anthropic(c) => std::sync::Arc::new(anthropic::Anthropic::new(
             client,
             &c.base_url,
@@ -204,5 +204,5 @@ pub fn from_config(
             c.default_max_tokens,
             timeout,
         )),
-    }
+    })
 }

@@ -18,7 +18,10 @@ use crate::openai::embeddings::{EmbeddingRequest, EmbeddingResponse};
 #[derive(Debug)]
 pub struct OpenAiCompat {
     client: reqwest::Client,
-    base_url: String,
+    /// Endpoint URLs parsed once: parsing per request showed in the profile.
+    chat_url: reqwest::Url,
+    completions_url: reqwest::Url,
+    embeddings_url: reqwest::Url,
     api_key: Option<SecretString>,
     timeout: Duration,
 }
@@ -30,23 +33,30 @@ impl OpenAiCompat {
         base_url: &str,
         api_key: Option<SecretString>,
         timeout: Duration,
-    ) -> Self {
-        OpenAiCompat {
+    ) -> Result<Self, String> {
+        let base = base_url.trim_end_matches('/');
+        let url = |path: &str| {
+            reqwest::Url::parse(&format!("{base}{path}"))
+                .map_err(|e| format!("`{base}{path}`: {e}"))
+        };
+        Ok(OpenAiCompat {
             client,
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            chat_url: url("/chat/completions")?,
+            completions_url: url("/completions")?,
+            embeddings_url: url("/embeddings")?,
             api_key,
             timeout,
-        }
+        })
     }
 
     async fn send<B: Serialize + Sync>(
         &self,
-        path: &str,
+        url: &reqwest::Url,
         body: &B,
     ) -> Result<reqwest::Response, ProviderError> {
         let mut req = self
             .client
-            .post(format!("{}{path}", self.base_url))
+            .post(url.clone())
             .timeout(self.timeout)
             .json(body);
         if let Some(key) = &self.api_key {
@@ -62,10 +72,10 @@ impl OpenAiCompat {
 
     async fn json<B: Serialize + Sync, T: DeserializeOwned>(
         &self,
-        path: &str,
+        url: &reqwest::Url,
         body: &B,
     ) -> Result<T, ProviderError> {
-        let resp = self.send(path, body).await?;
+        let resp = self.send(url, body).await?;
         let bytes = resp.bytes().await.map_err(ProviderError::from_reqwest)?;
         serde_json::from_slice(&bytes)
             .map_err(|e| ProviderError::Protocol(format!("unexpected response shape: {e}")))
@@ -77,7 +87,7 @@ impl Provider for OpenAiCompat {
     async fn chat(&self, mut req: ChatCompletionRequest) -> Result<ChatCompletion, ProviderError> {
         req.stream = None;
         req.stream_options = None;
-        self.json("/chat/completions", &req).await
+        self.json(&self.chat_url, &req).await
     }
 
     async fn chat_stream(
@@ -85,14 +95,14 @@ impl Provider for OpenAiCompat {
         mut req: ChatCompletionRequest,
     ) -> Result<ChatStream, ProviderError> {
         req.stream = Some(true);
-        let resp = self.send("/chat/completions", &req).await?;
+        let resp = self.send(&self.chat_url, &req).await?;
         Ok(openai_json_stream(resp).boxed())
     }
 
     async fn completions(&self, mut req: CompletionRequest) -> Result<Completion, ProviderError> {
         req.stream = None;
         req.stream_options = None;
-        self.json("/completions", &req).await
+        self.json(&self.completions_url, &req).await
     }
 
     async fn completions_stream(
@@ -100,11 +110,11 @@ impl Provider for OpenAiCompat {
         mut req: CompletionRequest,
     ) -> Result<CompletionStream, ProviderError> {
         req.stream = Some(true);
-        let resp = self.send("/completions", &req).await?;
+        let resp = self.send(&self.completions_url, &req).await?;
         Ok(openai_json_stream(resp).boxed())
     }
 
     async fn embeddings(&self, req: EmbeddingRequest) -> Result<EmbeddingResponse, ProviderError> {
-        self.json("/embeddings", &req).await
+        self.json(&self.embeddings_url, &req).await
     }
 }
