@@ -9,4 +9,20 @@ mod error;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub mod sampler;
+pub mod scheduler;
+pub mod source;
+pub mod stop;
+
 pub use error::EngineError;
+
+/// Runs `f` while holding the process-wide inference lock. candle's kernels use every core;
+/// two forward passes at once on a small machine slow both twentyfold (FACTS: oversubscription),
+/// so chat steps and embedding batches take turns.
+pub fn exclusive<R>(f: impl FnOnce() -> R) -> R {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    f()
+}

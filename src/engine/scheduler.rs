@@ -1,0 +1,333 @@
+//! Continuous batching on a dedicated thread. Requests wait in a bounded queue; between decode
+//! steps new sequences join (after their prompt is prefilled) and finished or abandoned ones
+//! leave, so one forward pass advances every active sequence by a token. A full queue refuses
+//! at once (`EngineError::Busy`) instead of letting requests wait without bound.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+
+use super::EngineError;
+use super::sampler::{Sampler, SamplingParams};
+use super::stop::{StopMatcher, StopScan};
+
+/// A decoder-only model as the scheduler drives it. Implemented by the llama-family model;
+/// the trait keeps the batching logic testable without weights.
+pub trait DecoderModel: Send + Sync + 'static {
+    type Cache: Send;
+    fn new_cache(&self) -> Self::Cache;
+    fn context_length(&self) -> usize;
+    /// Runs a prompt for one sequence; returns the logits of its last position.
+    fn prefill(&self, tokens: &[u32], cache: &mut Self::Cache) -> Result<Vec<f32>, EngineError>;
+    /// Advances several sequences by one token each; one logits vector per sequence.
+    fn decode_batch(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut Self::Cache],
+    ) -> Result<Vec<Vec<f32>>, EngineError>;
+}
+
+/// Turns generated token ids into text. `start` gives a fresh incremental decoder per sequence
+/// (it must hold back incomplete UTF-8 so that no chunk carries a broken character).
+pub trait Detokenizer: Send + Sync + 'static {
+    fn start(&self) -> Box<dyn TextStream>;
+    /// End-of-sequence tokens: generation stops there with `stop`.
+    fn is_end(&self, token: u32) -> bool;
+}
+
+pub trait TextStream: Send {
+    fn push(&mut self, token: u32) -> Result<String, EngineError>;
+}
+
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub prompt: Vec<u32>,
+    pub sampling: SamplingParams,
+    pub max_tokens: usize,
+    pub stop: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FinishReason::Stop => "stop",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub enum GenEvent {
+    /// New text, never splitting a character.
+    Text(String),
+    Done {
+        finish: FinishReason,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
+    Failed(String),
+}
+
+struct Job {
+    generation: Generation,
+    events: UnboundedSender<GenEvent>,
+}
+
+/// The handle to one model's scheduling thread. Dropping it closes the queue; the thread ends
+/// after finishing the sequences it holds.
+pub struct Scheduler {
+    name: String,
+    queue: SyncSender<Job>,
+    waiting: Arc<AtomicUsize>,
+    context_length: usize,
+    _thread: JoinHandle<()>,
+}
+
+impl Scheduler {
+    pub fn start<M: DecoderModel>(
+        name: &str,
+        model: Arc<M>,
+        detokenizer: Arc<dyn Detokenizer>,
+        max_batch: usize,
+        queue_capacity: usize,
+    ) -> Result<Scheduler, EngineError> {
+        let (queue, jobs) = std::sync::mpsc::sync_channel(queue_capacity);
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let context_length = model.context_length();
+        let worker = Worker {
+            model,
+            detokenizer,
+            max_batch: max_batch.max(1),
+            waiting: waiting.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("pasarela-llm-{name}"))
+            .spawn(move || worker.run(jobs))
+            .map_err(|e| {
+                EngineError::Inference(format!("cannot start the scheduler thread: {e}"))
+            })?;
+        Ok(Scheduler {
+            name: name.to_owned(),
+            queue,
+            waiting,
+            context_length,
+            _thread: thread,
+        })
+    }
+
+    /// Queues a generation. Events arrive on the returned channel; dropping it cancels the
+    /// sequence at its next step.
+    pub fn submit(
+        &self,
+        generation: Generation,
+    ) -> Result<UnboundedReceiver<GenEvent>, EngineError> {
+        if generation.prompt.is_empty() {
+            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
+        }
+        if generation.prompt.len() >= self.context_length {
+            return Err(EngineError::InvalidRequest(format!(
+                "the prompt has {} tokens; this model's context length is {}",
+                generation.prompt.len(),
+                self.context_length
+            )));
+        }
+        let (events, rx) = unbounded_channel();
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        match self.queue.try_send(Job { generation, events }) {
+            Ok(()) => Ok(rx),
+            Err(e) => {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                match e {
+                    TrySendError::Full(_) => Err(EngineError::Busy {
+                        model: self.name.clone(),
+                        queued: self.waiting.load(Ordering::SeqCst),
+                    }),
+                    TrySendError::Disconnected(_) => Err(EngineError::Inference(
+                        "the model's scheduler has stopped".into(),
+                    )),
+                }
+            }
+        }
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+}
+
+struct Worker<M: DecoderModel> {
+    model: Arc<M>,
+    detokenizer: Arc<dyn Detokenizer>,
+    max_batch: usize,
+    waiting: Arc<AtomicUsize>,
+}
+
+struct Sequence<C> {
+    cache: C,
+    sampler: Sampler,
+    text: Box<dyn TextStream>,
+    stops: StopMatcher,
+    last: u32,
+    prompt_tokens: usize,
+    generated: usize,
+    max_tokens: usize,
+    events: UnboundedSender<GenEvent>,
+}
+
+impl<M: DecoderModel> Worker<M> {
+    fn run(self, jobs: Receiver<Job>) {
+        let mut active: Vec<Sequence<M::Cache>> = Vec::new();
+        loop {
+            // Admit waiting requests while there is room; block only when idle.
+            while active.len() < self.max_batch {
+                let job = if active.is_empty() {
+                    match jobs.recv() {
+                        Ok(job) => job,
+                        Err(_) => return,
+                    }
+                } else {
+                    match jobs.try_recv() {
+                        Ok(job) => job,
+                        Err(_) => break,
+                    }
+                };
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
+                if let Some(seq) = self.admit(job) {
+                    active.push(seq);
+                }
+            }
+            // A client that went away frees its slot here, before the next step.
+            active.retain(|s| !s.events.is_closed());
+            if active.is_empty() {
+                continue;
+            }
+            let tokens: Vec<u32> = active.iter().map(|s| s.last).collect();
+            let result = {
+                let mut caches: Vec<&mut M::Cache> =
+                    active.iter_mut().map(|s| &mut s.cache).collect();
+                super::exclusive(|| self.model.decode_batch(&tokens, &mut caches))
+            };
+            match result {
+                Ok(logits) => {
+                    let mut finished = vec![false; active.len()];
+                    for ((seq, mut l), done) in
+                        active.iter_mut().zip(logits).zip(finished.iter_mut())
+                    {
+                        *done = self.advance(seq, &mut l);
+                    }
+                    let mut flags = finished.into_iter();
+                    active.retain(|_| !flags.next().unwrap_or(true));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "decode step failed; failing its sequences");
+                    for seq in active.drain(..) {
+                        let _ = seq.events.send(GenEvent::Failed(e.to_string()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Prefills a new sequence and samples its first token; `None` when it is already over.
+    fn admit(&self, job: Job) -> Option<Sequence<M::Cache>> {
+        if job.events.is_closed() {
+            return None;
+        }
+        let Job { generation, events } = job;
+        let mut cache = self.model.new_cache();
+        let logits = super::exclusive(|| self.model.prefill(&generation.prompt, &mut cache));
+        let mut logits = match logits {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = events.send(GenEvent::Failed(e.to_string()));
+                return None;
+            }
+        };
+        let mut seq = Sequence {
+            cache,
+            sampler: Sampler::new(generation.sampling),
+            text: self.detokenizer.start(),
+            stops: StopMatcher::new(generation.stop),
+            last: 0,
+            prompt_tokens: generation.prompt.len(),
+            generated: 0,
+            max_tokens: generation.max_tokens,
+            events,
+        };
+        if seq.max_tokens == 0 {
+            self.finish(&mut seq, FinishReason::Length);
+            return None;
+        }
+        if self.advance(&mut seq, &mut logits) {
+            None
+        } else {
+            Some(seq)
+        }
+    }
+
+    /// Samples the next token from `logits` and emits what it allows; true when finished.
+    fn advance(&self, seq: &mut Sequence<M::Cache>, logits: &mut [f32]) -> bool {
+        let token = seq.sampler.sample(logits);
+        if self.detokenizer.is_end(token) {
+            self.finish(seq, FinishReason::Stop);
+            return true;
+        }
+        seq.generated += 1;
+        seq.last = token;
+        let piece = match seq.text.push(token) {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = seq.events.send(GenEvent::Failed(e.to_string()));
+                return true;
+            }
+        };
+        match seq.stops.push(&piece) {
+            StopScan::Stopped(text) => {
+                if !text.is_empty() {
+                    let _ = seq.events.send(GenEvent::Text(text));
+                }
+                self.done(seq, FinishReason::Stop);
+                return true;
+            }
+            StopScan::Emit(text) if !text.is_empty() => {
+                let _ = seq.events.send(GenEvent::Text(text));
+            }
+            StopScan::Emit(_) => {}
+        }
+        let context_full = seq.prompt_tokens + seq.generated >= self.model.context_length();
+        if seq.generated >= seq.max_tokens || context_full {
+            self.finish(seq, FinishReason::Length);
+            return true;
+        }
+        false
+    }
+
+    /// Releases held-back text, then reports the end.
+    fn finish(&self, seq: &mut Sequence<M::Cache>, reason: FinishReason) {
+        let rest = seq.stops.finish();
+        if !rest.is_empty() {
+            let _ = seq.events.send(GenEvent::Text(rest));
+        }
+        self.done(seq, reason);
+    }
+
+    fn done(&self, seq: &Sequence<M::Cache>, finish: FinishReason) {
+        let _ = seq.events.send(GenEvent::Done {
+            finish,
+            prompt_tokens: seq.prompt_tokens,
+            completion_tokens: seq.generated,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests;
