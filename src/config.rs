@@ -48,6 +48,12 @@ pub struct Config {
     /// Model names clients use, each mapped to deployments and fallbacks.
     #[serde(default)]
     pub routes: BTreeMap<String, RouteConfig>,
+    /// Where local model files live.
+    #[serde(default)]
+    pub engine: EngineConfig,
+    /// Models run in this process, by the name clients use.
+    #[serde(default)]
+    pub models: BTreeMap<String, LocalModelConfig>,
     /// Where the configuration came from, for error messages.
     #[serde(skip)]
     pub origin: String,
@@ -109,6 +115,84 @@ impl Default for TelemetryConfig {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineConfig {
+    /// Relative model paths resolve against this directory; `PASARELA_MODELS_DIR` overrides it.
+    pub models_dir: PathBuf,
+    /// The Hugging Face cache for `hf_repo` models; unset, Hugging Face's own variables
+    /// (`HF_HUB_CACHE`, `HF_HOME`) decide.
+    pub hf_cache_dir: Option<PathBuf>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            models_dir: PathBuf::from("models"),
+            hf_cache_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Chat,
+    Embedding,
+}
+
+/// A model served in-process. Exactly one of `path` and `hf_repo` says where it is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalModelConfig {
+    pub kind: ModelKind,
+    /// A GGUF file (chat) or a directory with config.json, model.safetensors and
+    /// tokenizer.json (embedding); relative to `engine.models_dir`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// A Hugging Face repository, `owner/name`.
+    #[serde(default)]
+    pub hf_repo: Option<String>,
+    /// The GGUF file within `hf_repo` (chat models).
+    #[serde(default)]
+    pub hf_file: Option<String>,
+    /// Branch, tag or commit of `hf_repo` (default `main`).
+    #[serde(default)]
+    pub hf_revision: Option<String>,
+    /// A tokenizer.json to use instead of the tokenizer in the GGUF metadata.
+    #[serde(default)]
+    pub tokenizer: Option<PathBuf>,
+    /// Convert 4-bit weights to 8-bit at load: about three times faster decoding on CPUs
+    /// (candle has no SIMD kernel for Q4_1), for 1.6× the memory.
+    #[serde(default = "default_true")]
+    pub requantize: bool,
+    /// Most sequences decoded together (continuous batching).
+    #[serde(default = "default_max_batch")]
+    pub max_batch: usize,
+    /// Requests waiting beyond this get 429 at once.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Caps the context the model's metadata declares (memory for KV caches grows with it).
+    #[serde(default)]
+    pub context_length: Option<usize>,
+    /// `max_tokens` when a request sets none.
+    #[serde(default = "default_max_tokens")]
+    pub default_max_tokens: usize,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_max_batch() -> usize {
+    8
+}
+fn default_queue_capacity() -> usize {
+    64
+}
+fn default_max_tokens() -> usize {
+    512
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -299,6 +383,27 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        for (name, m) in &self.models {
+            let key = format!("models.{name}");
+            if self.routes.contains_key(name) {
+                return Err(self.invalid(key, "a route has the same name; model names must be unique"));
+            }
+            match (&m.path, &m.hf_repo) {
+                (Some(_), Some(_)) | (None, None) => {
+                    return Err(self.invalid(key, "set exactly one of `path` and `hf_repo`"));
+                }
+                (None, Some(repo)) if !repo.contains('/') => {
+                    return Err(self.invalid(format!("{key}.hf_repo"), "expected `owner/name`"));
+                }
+                (None, Some(_)) if m.kind == ModelKind::Chat && m.hf_file.is_none() => {
+                    return Err(self.invalid(format!("{key}.hf_file"), "a chat model from the hub needs the GGUF file name"));
+                }
+                _ => {}
+            }
+            if m.max_batch == 0 || m.queue_capacity == 0 {
+                return Err(self.invalid(key, "max_batch and queue_capacity must be at least 1"));
+            }
+        }
         if self.server.max_body_bytes == 0 {
             return Err(self.invalid("server.max_body_bytes", "must be greater than 0"));
         }

@@ -20,10 +20,11 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
             config.auth_env_keys()?;
             let gateway = Gateway::from_config(&config)?;
             println!(
-                "{}: ok ({} providers, {} models)",
+                "{}: ok ({} providers, {} routes, {} local models)",
                 config.origin,
                 config.providers.len(),
-                gateway.models().len()
+                gateway.models().len(),
+                config.models.len()
             );
         }
     }

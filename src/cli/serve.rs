@@ -15,6 +15,9 @@ pub struct ServeArgs {
     /// Address to listen on, overriding `server.listen`.
     #[arg(long, env = "PASARELA_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Directory of local model files, overriding `engine.models_dir`.
+    #[arg(long, env = "PASARELA_MODELS_DIR")]
+    models_dir: Option<std::path::PathBuf>,
     /// Log format, overriding `telemetry.log_format`.
     #[arg(long, env = "PASARELA_LOG_FORMAT", value_parser = ["text", "json"])]
     log_format: Option<String>,
@@ -24,6 +27,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let mut config = args.source.load()?;
     if let Some(listen) = args.listen {
         config.server.listen = listen;
+    }
+    if let Some(dir) = args.models_dir {
+        config.engine.models_dir = dir;
     }
     match args.log_format.as_deref() {
         Some("json") => config.telemetry.log_format = LogFormat::Json,

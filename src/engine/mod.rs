@@ -5,7 +5,9 @@
 //!
 //! Must not contain anything about HTTP: `providers::local` adapts it to OpenAI shapes.
 
+pub mod chat;
 mod error;
+pub mod local_models;
 #[cfg(test)]
 pub(crate) mod testing;
 

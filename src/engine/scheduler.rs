@@ -13,6 +13,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use super::EngineError;
 use super::sampler::{Sampler, SamplingParams};
 use super::stop::{StopMatcher, StopScan};
+use crate::telemetry::names;
 
 /// A decoder-only model as the scheduler drives it. Implemented by the llama-family model;
 /// the trait keeps the batching logic testable without weights.
@@ -104,6 +105,7 @@ impl Scheduler {
         let waiting = Arc::new(AtomicUsize::new(0));
         let context_length = model.context_length();
         let worker = Worker {
+            name: name.to_owned(),
             model,
             detokenizer,
             max_batch: max_batch.max(1),
@@ -165,6 +167,7 @@ impl Scheduler {
 }
 
 struct Worker<M: DecoderModel> {
+    name: String,
     model: Arc<M>,
     detokenizer: Arc<dyn Detokenizer>,
     max_batch: usize,
@@ -211,6 +214,9 @@ impl<M: DecoderModel> Worker<M> {
                 continue;
             }
             let tokens: Vec<u32> = active.iter().map(|s| s.last).collect();
+            metrics::histogram!(names::BATCH_SIZE, "model" => self.name.clone()).record(tokens.len() as f64);
+            metrics::counter!(names::ENGINE_TOKENS, "model" => self.name.clone(), "kind" => "completion")
+                .increment(tokens.len() as u64);
             let result = {
                 let mut caches: Vec<&mut M::Cache> =
                     active.iter_mut().map(|s| &mut s.cache).collect();
@@ -243,6 +249,8 @@ impl<M: DecoderModel> Worker<M> {
             return None;
         }
         let Job { generation, events } = job;
+        metrics::counter!(names::ENGINE_TOKENS, "model" => self.name.clone(), "kind" => "prompt")
+            .increment(generation.prompt.len() as u64);
         let mut cache = self.model.new_cache();
         let logits = super::exclusive(|| self.model.prefill(&generation.prompt, &mut cache));
         let mut logits = match logits {

@@ -39,6 +39,7 @@ impl GatewayError {
                 | ProviderError::Protocol(_)
                 | ProviderError::StreamBroken(_) => 502,
                 ProviderError::Unsupported(_) => 400,
+                ProviderError::Internal(_) => 500,
                 ProviderError::Status { status, .. } => match status {
                     429 => 429,
                     408 => 504,
@@ -68,6 +69,8 @@ impl GatewayError {
             GatewayError::InvalidRequest { .. } | GatewayError::Unsupported(_) => None,
             GatewayError::Upstream(e) => match e {
                 ProviderError::Timeout => Some("upstream_timeout".into()),
+                ProviderError::Internal(_) => Some("internal_error".into()),
+                ProviderError::Unsupported(_) => None,
                 ProviderError::Status { status: 429, .. } => Some("rate_limit_exceeded".into()),
                 ProviderError::Status {
                     body,

@@ -20,6 +20,8 @@ pub use error::GatewayError;
 pub use route::{Deployment, Route};
 
 use crate::config::{Config, ConfigError};
+use crate::engine::local_models::{LocalModel, LocalModels};
+use crate::providers::local::{LocalChat, LocalEmbedding};
 use crate::openai::Extra;
 use crate::openai::chat::{ChatCompletion, ChatCompletionRequest};
 use crate::openai::completions::{Completion, CompletionRequest};
@@ -50,8 +52,13 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds providers and routes from a validated config, reading provider secrets from the
-    /// environment.
+    /// environment; no local models.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
+        Self::new(config, &LocalModels::default())
+    }
+
+    /// Routes for the configured remote providers, and one route per loaded local model.
+    pub fn new(config: &Config, local: &LocalModels) -> Result<Self, ConfigError> {
         let secrets = config.provider_secrets()?;
         let mut clients: HashMap<Duration, reqwest::Client> = HashMap::new();
         let mut routes = BTreeMap::new();
@@ -96,6 +103,8 @@ impl Gateway {
                     weight: dc.weight,
                 });
             }
+            let mut info = Extra::new();
+            info.insert("kind".into(), "route".into());
             routes.insert(
                 name.clone(),
                 Route {
@@ -103,6 +112,42 @@ impl Gateway {
                     deployments,
                     fallbacks: rc.fallbacks.clone(),
                     retry: rc.retry,
+                    info,
+                },
+            );
+        }
+        for (name, model) in &local.models {
+            let mut info = Extra::new();
+            let provider: Arc<dyn Provider> = match model {
+                LocalModel::Chat(m) => {
+                    info.insert("kind".into(), "chat".into());
+                    info.insert("context_length".into(), m.context_length().into());
+                    Arc::new(LocalChat::new(m.clone()))
+                }
+                LocalModel::Embedding(e) => {
+                    info.insert("kind".into(), "embedding".into());
+                    info.insert("context_length".into(), e.max_tokens().into());
+                    info.insert("dimensions".into(), e.dimensions().into());
+                    Arc::new(LocalEmbedding::new(name, e.clone()))
+                }
+            };
+            routes.insert(
+                name.clone(),
+                Route {
+                    name: name.clone(),
+                    deployments: vec![Deployment {
+                        label: format!("local/{name}"),
+                        provider,
+                        model: name.clone(),
+                        weight: 1,
+                    }],
+                    fallbacks: Vec::new(),
+                    // In-process: nothing transient to retry; a busy model answers 429 at once.
+                    retry: crate::config::RetryConfig {
+                        max_retries: 0,
+                        ..crate::config::RetryConfig::default()
+                    },
+                    info,
                 },
             );
         }
@@ -111,11 +156,11 @@ impl Gateway {
 
     /// The models clients can ask for, as `/v1/models` lists them.
     pub fn models(&self) -> Vec<Model> {
-        self.routes.keys().map(|name| model_entry(name)).collect()
+        self.routes.values().map(model_entry).collect()
     }
 
     pub fn model(&self, id: &str) -> Option<Model> {
-        self.routes.contains_key(id).then(|| model_entry(id))
+        self.routes.get(id).map(model_entry)
     }
 
     pub async fn chat(
@@ -275,15 +320,13 @@ impl Gateway {
     }
 }
 
-fn model_entry(name: &str) -> Model {
-    let mut extra = Extra::new();
-    extra.insert("kind".into(), "route".into());
+fn model_entry(route: &Route) -> Model {
     Model {
-        id: name.to_owned(),
+        id: route.name.clone(),
         object: "model".into(),
         created: 0,
         owned_by: "pasarela".into(),
-        extra,
+        extra: route.info.clone(),
     }
 }
 

@@ -25,6 +25,9 @@ pub struct Route {
     pub deployments: Vec<Deployment>,
     pub fallbacks: Vec<String>,
     pub retry: RetryConfig,
+    /// What `/v1/models` says beyond the name: `kind`, and for local models
+    /// `context_length` (and `dimensions` for embedders).
+    pub info: crate::openai::Extra,
 }
 
 impl Route {

@@ -5,6 +5,7 @@
 //! Must not contain routing policy (retries, fallbacks, weights): that is `gateway`'s.
 
 pub mod anthropic;
+pub mod local;
 pub mod openai_compat;
 mod sse;
 
@@ -62,6 +63,9 @@ pub enum ProviderError {
     StreamBroken(String),
     #[error("{0}")]
     Unsupported(String),
+    /// A failure inside the gateway itself (a local model's inference).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ProviderError {
@@ -74,7 +78,9 @@ impl ProviderError {
             ProviderError::Status { status, .. } => {
                 matches!(status, 408 | 409 | 429) || *status >= 500
             }
-            ProviderError::Protocol(_) | ProviderError::Unsupported(_) => false,
+            ProviderError::Protocol(_) | ProviderError::Unsupported(_) | ProviderError::Internal(_) => {
+                false
+            }
         }
     }
 

@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{AppState, app};
 use crate::config::{Config, ConfigError};
+use crate::engine::local_models::LocalModels;
+use crate::engine::source::ModelDirs;
 use crate::gateway::Gateway;
 use crate::limits::{ApiKeyHash, ApiKeys};
 use crate::telemetry::Metrics;
@@ -19,6 +21,8 @@ use crate::telemetry::Metrics;
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Model(#[from] crate::engine::EngineError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -44,7 +48,12 @@ impl Application {
             .filter_map(|h| ApiKeyHash::parse(h))
             .collect();
         let keys = ApiKeys::new(hashes, &config.auth_env_keys()?);
-        let gateway = Gateway::from_config(&config)?;
+        let dirs = ModelDirs {
+            models: config.engine.models_dir.clone(),
+            hf_cache: config.engine.hf_cache_dir.clone(),
+        };
+        let local = LocalModels::load(&config, &dirs).await?;
+        let gateway = Gateway::new(&config, &local)?;
 
         let requested = config.server.listen;
         let addr = if keys.is_empty()

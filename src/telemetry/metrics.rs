@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Metric names, in one place so that dashboards and code agree.
 pub mod names {
@@ -17,6 +17,10 @@ pub mod names {
     pub const UPSTREAM_ATTEMPTS: &str = "pasarela_upstream_attempts_total";
     /// Counter: streams that ended with an error event instead of `[DONE]`, by `endpoint`.
     pub const STREAM_ERRORS: &str = "pasarela_stream_errors_total";
+    /// Histogram: sequences advanced together by one decode step of a local model, by `model`.
+    pub const BATCH_SIZE: &str = "pasarela_engine_batch_size";
+    /// Counter: tokens a local model processed, by `model` and `kind` (`prompt`/`completion`).
+    pub const ENGINE_TOKENS: &str = "pasarela_engine_tokens_total";
 }
 
 /// A handle that renders the current metrics in Prometheus' text format.
@@ -33,8 +37,12 @@ impl Metrics {
                 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
             ];
+            let batch_buckets = [1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0];
             let recorder = PrometheusBuilder::new()
                 .set_buckets(&buckets)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(names::BATCH_SIZE.into()), &batch_buckets)
+                })
                 .map(PrometheusBuilder::build_recorder)
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
