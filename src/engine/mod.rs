@@ -8,5 +8,6 @@
 mod error;
 #[cfg(test)]
 pub(crate) mod testing;
+pub mod tokenizer;
 
 pub use error::EngineError;
