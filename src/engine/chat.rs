@@ -5,13 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Device;
-use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::gguf_file::Content;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::EngineError;
 use super::llama::{LlamaModel, SequenceCache};
 use super::scheduler::{DecoderModel, Detokenizer, GenEvent, Generation, Scheduler, TextStream};
-use super::template::{ChatTemplate, TemplateMessage};
+use super::template::{ChatTemplate, SpecialTokens, TemplateMessage};
 use super::tokenizer::{self, StreamDecoder, TextTokenizer};
 use crate::config::LocalModelConfig;
 
@@ -45,14 +45,18 @@ impl ChatModel {
         // a bad tokenizer should fail before seconds of weight conversion.
         let tokenizer = match tokenizer_json {
             Some(path) => tokenizer::from_json(path)?,
-            None => tokenizer::from_gguf(&content.metadata, gguf)?,
+            None => tokenizer::for_gguf(&content.metadata, gguf)?,
         };
-        let template_source = match content.metadata.get("tokenizer.chat_template") {
-            Some(Value::String(s)) => Some(s.clone()),
-            _ => None,
+        let spell = |id: Option<u32>| id.and_then(|id| tokenizer.id_to_token(id));
+        let special = || SpecialTokens {
+            bos: spell(tokenizer.bos()),
+            eos: spell(tokenizer.eos()),
         };
-        let template = ChatTemplate::for_model(template_source.as_deref(), &tokenizer)
-            .map_err(|e| EngineError::load(gguf, e))?;
+        // The model's own template; ChatML for models that ship none.
+        let template = match ChatTemplate::for_gguf(&content.metadata, gguf, special())? {
+            Some(t) => t,
+            None => ChatTemplate::chatml(special())?,
+        };
         let model = LlamaModel::load(&content, &mut file, gguf, &Device::Cpu, config.requantize)?;
         let declared = model.config().context_length;
         let context_length = config.context_length.map_or(declared, |c| c.min(declared));

@@ -8,13 +8,14 @@
 pub mod chat;
 mod error;
 pub mod local_models;
-#[cfg(test)]
-pub(crate) mod testing;
-
 pub mod sampler;
 pub mod scheduler;
 pub mod source;
 pub mod stop;
+pub mod template;
+#[cfg(test)]
+pub(crate) mod testing;
+pub mod tokenizer;
 
 pub use error::EngineError;
 

@@ -129,10 +129,10 @@ impl LocalChat {
                 Role::Assistant => "assistant",
                 Role::Tool | Role::Function => "tool",
             };
-            messages.push(TemplateMessage {
-                role: role.to_owned(),
-                content: m.content.as_ref().map(|c| c.text()).unwrap_or_default(),
-            });
+            messages.push(TemplateMessage::new(
+                role,
+                m.content.as_ref().map(|c| c.text()).unwrap_or_default(),
+            ));
         }
         let prompt = self.model.chat_prompt(&messages)?;
         Ok(Generation {
