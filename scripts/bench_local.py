@@ -64,10 +64,11 @@ SUBJECTS = ["The old fisherman", "A small child", "My neighbour", "The new teach
             "A stray cat", "The museum guide", "Every farmer", "The night guard"]
 VERBS = ["painted", "repaired", "forgot", "sold", "carried", "found", "cleaned", "described",
          "borrowed", "watched", "photographed", "ordered", "built", "lost", "measured", "tasted"]
-OBJECTS = ["a red bicycle", "the broken window", "an old map of the harbour", "three loaves of bread",
-           "the wooden fence", "a letter from Spain", "the kitchen table", "a box of apples",
-           "the station clock", "a pair of boots", "the garden gate", "a silver spoon",
-           "the evening newspaper", "a blue umbrella", "the church bell", "a jar of honey"]
+OBJECTS = ["a red bicycle", "the broken window", "an old map of the harbour",
+           "three loaves of bread", "the wooden fence", "a letter from Spain",
+           "the kitchen table", "a box of apples", "the station clock", "a pair of boots",
+           "the garden gate", "a silver spoon", "the evening newspaper", "a blue umbrella",
+           "the church bell", "a jar of honey"]
 ENDINGS = ["", " before breakfast", " in the rain", " after the storm", " on Sunday morning",
            " without a word", " near the river", " for the third time", " at the market",
            " with great care", " late last night", " behind the school"]
@@ -231,7 +232,8 @@ def cmd_llamacpp(args):
     eos = llm.token_eos()
 
     def greedy():
-        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(n_vocab,))
+        last = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        logits = np.ctypeslib.as_array(last, shape=(n_vocab,))
         return int(np.argmax(logits))
 
     def one_run():

@@ -4,7 +4,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::Device;
 use candle_core::quantized::gguf_file::Content;
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -57,7 +56,7 @@ impl ChatModel {
             Some(t) => t,
             None => ChatTemplate::chatml(special())?,
         };
-        let model = LlamaModel::load(&content, &mut file, gguf, &Device::Cpu, config.requantize)?;
+        let model = LlamaModel::load(&content, &mut file, gguf, &super::device()?, config.requantize)?;
         let declared = model.config().context_length;
         let context_length = config.context_length.map_or(declared, |c| c.min(declared));
         let tokenizer = Arc::new(tokenizer);

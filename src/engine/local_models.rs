@@ -3,18 +3,25 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use candle_core::Device;
-
 use super::EngineError;
 use super::chat::ChatModel;
 use super::embedder::Embedder;
 use super::source::{ModelDirs, ModelSource};
 use crate::config::{Config, LocalModelConfig, ModelKind};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum LocalModel {
     Chat(Arc<ChatModel>),
     Embedding(Arc<Embedder>),
+}
+
+impl std::fmt::Debug for LocalModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LocalModel::Chat(m) => write!(f, "Chat({})", m.name()),
+            LocalModel::Embedding(e) => write!(f, "Embedding({} dimensions)", e.dimensions()),
+        }
+    }
 }
 
 /// Loaded local models by the name clients use.
@@ -75,7 +82,7 @@ async fn load_one(name: &str, mc: &LocalModelConfig, dirs: &ModelDirs) -> Result
                 .parent()
                 .map(std::path::Path::to_path_buf)
                 .unwrap_or_default();
-            let embedder = blocking(move || Embedder::load(&dir, &Device::Cpu)).await?;
+            let embedder = blocking(move || Embedder::load(&dir, &super::device()?)).await?;
             Ok(LocalModel::Embedding(Arc::new(embedder)))
         }
     }

@@ -19,6 +19,19 @@ pub mod tokenizer;
 
 pub use error::EngineError;
 
+/// Where local models run: CUDA device 0 in a `cuda` build, else the CPU.
+pub fn device() -> Result<candle_core::Device, EngineError> {
+    #[cfg(feature = "cuda")]
+    {
+        candle_core::Device::new_cuda(0)
+            .map_err(|e| EngineError::Inference(format!("cannot use CUDA device 0: {e}")))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        Ok(candle_core::Device::Cpu)
+    }
+}
+
 /// Runs `f` while holding the process-wide inference lock. candle's kernels use every core;
 /// two forward passes at once on a small machine slow both twentyfold (FACTS: oversubscription),
 /// so chat steps and embedding batches take turns.

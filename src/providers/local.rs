@@ -412,10 +412,15 @@ impl Provider for LocalChat {
     }
 }
 
-#[derive(Debug)]
 pub struct LocalEmbedding {
     name: String,
     embedder: Arc<Embedder>,
+}
+
+impl std::fmt::Debug for LocalEmbedding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalEmbedding").field("name", &self.name).finish_non_exhaustive()
+    }
 }
 
 impl LocalEmbedding {
