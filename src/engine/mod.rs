@@ -5,6 +5,8 @@
 //!
 //! Must not contain anything about HTTP: `providers::local` adapts it to OpenAI shapes.
 
+mod bert;
+pub mod embedder;
 mod error;
 #[cfg(test)]
 pub(crate) mod testing;
