@@ -386,7 +386,9 @@ impl Config {
         for (name, m) in &self.models {
             let key = format!("models.{name}");
             if self.routes.contains_key(name) {
-                return Err(self.invalid(key, "a route has the same name; model names must be unique"));
+                return Err(
+                    self.invalid(key, "a route has the same name; model names must be unique")
+                );
             }
             match (&m.path, &m.hf_repo) {
                 (Some(_), Some(_)) | (None, None) => {
@@ -396,7 +398,10 @@ impl Config {
                     return Err(self.invalid(format!("{key}.hf_repo"), "expected `owner/name`"));
                 }
                 (None, Some(_)) if m.kind == ModelKind::Chat && m.hf_file.is_none() => {
-                    return Err(self.invalid(format!("{key}.hf_file"), "a chat model from the hub needs the GGUF file name"));
+                    return Err(self.invalid(
+                        format!("{key}.hf_file"),
+                        "a chat model from the hub needs the GGUF file name",
+                    ));
                 }
                 _ => {}
             }

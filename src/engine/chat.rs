@@ -24,7 +24,9 @@ pub struct ChatModel {
 
 impl std::fmt::Debug for ChatModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatModel").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("ChatModel")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -56,11 +58,20 @@ impl ChatModel {
             Some(t) => t,
             None => ChatTemplate::chatml(special())?,
         };
-        let model = LlamaModel::load(&content, &mut file, gguf, &super::device()?, config.requantize)?;
+        let model = LlamaModel::load(
+            &content,
+            &mut file,
+            gguf,
+            &super::device()?,
+            config.requantize,
+        )?;
         let declared = model.config().context_length;
         let context_length = config.context_length.map_or(declared, |c| c.min(declared));
         let tokenizer = Arc::new(tokenizer);
-        let decoder = Arc::new(Decoder { model, context_length });
+        let decoder = Arc::new(Decoder {
+            model,
+            context_length,
+        });
         let scheduler = Scheduler::start(
             name,
             decoder,
@@ -103,7 +114,10 @@ impl ChatModel {
         self.tokenizer.encode(text, true)
     }
 
-    pub fn generate(&self, generation: Generation) -> Result<UnboundedReceiver<GenEvent>, EngineError> {
+    pub fn generate(
+        &self,
+        generation: Generation,
+    ) -> Result<UnboundedReceiver<GenEvent>, EngineError> {
         self.scheduler.submit(generation)
     }
 }

@@ -57,17 +57,24 @@ fn source_of(mc: &LocalModelConfig) -> ModelSource {
     }
 }
 
-async fn load_one(name: &str, mc: &LocalModelConfig, dirs: &ModelDirs) -> Result<LocalModel, EngineError> {
+async fn load_one(
+    name: &str,
+    mc: &LocalModelConfig,
+    dirs: &ModelDirs,
+) -> Result<LocalModel, EngineError> {
     let source = source_of(mc);
     match mc.kind {
         ModelKind::Chat => {
-            let gguf = source.fetch(dirs, mc.hf_file.as_deref().unwrap_or("")).await?;
+            let gguf = source
+                .fetch(dirs, mc.hf_file.as_deref().unwrap_or(""))
+                .await?;
             let tokenizer = match &mc.tokenizer {
                 Some(p) => Some(ModelSource::Path(p.clone()).fetch(dirs, "").await?),
                 None => None,
             };
             let (name, mc) = (name.to_owned(), mc.clone());
-            let model = blocking(move || ChatModel::load(&name, &gguf, tokenizer.as_deref(), &mc)).await?;
+            let model =
+                blocking(move || ChatModel::load(&name, &gguf, tokenizer.as_deref(), &mc)).await?;
             Ok(LocalModel::Chat(Arc::new(model)))
         }
         ModelKind::Embedding => {
@@ -75,7 +82,11 @@ async fn load_one(name: &str, mc: &LocalModelConfig, dirs: &ModelDirs) -> Result
             let config_json = source.fetch(dirs, "config.json").await?;
             source.fetch(dirs, "model.safetensors").await?;
             source.fetch(dirs, "tokenizer.json").await?;
-            for optional in ["1_Pooling/config.json", "modules.json", "sentence_bert_config.json"] {
+            for optional in [
+                "1_Pooling/config.json",
+                "modules.json",
+                "sentence_bert_config.json",
+            ] {
                 source.fetch_optional(dirs, optional).await;
             }
             let dir = config_json

@@ -5,8 +5,11 @@
 //!
 //! Must not contain anything about HTTP: `providers::local` adapts it to OpenAI shapes.
 
+mod bert;
 pub mod chat;
+pub mod embedder;
 mod error;
+pub mod llama;
 pub mod local_models;
 pub mod sampler;
 pub mod scheduler;

@@ -214,7 +214,8 @@ impl<M: DecoderModel> Worker<M> {
                 continue;
             }
             let tokens: Vec<u32> = active.iter().map(|s| s.last).collect();
-            metrics::histogram!(names::BATCH_SIZE, "model" => self.name.clone()).record(tokens.len() as f64);
+            metrics::histogram!(names::BATCH_SIZE, "model" => self.name.clone())
+                .record(tokens.len() as f64);
             metrics::counter!(names::ENGINE_TOKENS, "model" => self.name.clone(), "kind" => "completion")
                 .increment(tokens.len() as u64);
             let result = {

@@ -27,6 +27,10 @@ fn require(path: PathBuf, test: &str) -> Option<PathBuf> {
 }
 
 /// SmolLM2-135M-Instruct, Q4_1 GGUF.
+#[allow(
+    dead_code,
+    reason = "for the chat engine's tests, which are not written yet"
+)]
 pub fn chat_gguf(test: &str) -> Option<PathBuf> {
     require(
         models_dir().join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -41,4 +45,14 @@ pub fn embedder_dir(test: &str) -> Option<PathBuf> {
         test,
     )?;
     weights.parent().map(PathBuf::from)
+}
+
+/// Held by every test that runs a model. Two candle thread pools on the same cores slow each
+/// other down many times over, so such tests take turns within a test process; nextest's
+/// `models` test group (.config/nextest.toml) does the same across processes.
+pub fn model_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A test that failed while holding the lock leaves nothing behind worth protecting.
+    LOCK.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -21,12 +21,12 @@ pub use route::{Deployment, Route};
 
 use crate::config::{Config, ConfigError};
 use crate::engine::local_models::{LocalModel, LocalModels};
-use crate::providers::local::{LocalChat, LocalEmbedding};
 use crate::openai::Extra;
 use crate::openai::chat::{ChatCompletion, ChatCompletionRequest};
 use crate::openai::completions::{Completion, CompletionRequest};
 use crate::openai::embeddings::{EmbeddingRequest, EmbeddingResponse};
 use crate::openai::models::Model;
+use crate::providers::local::{LocalChat, LocalEmbedding};
 use crate::providers::{self, ChatStream, CompletionStream, Provider, ProviderError};
 use crate::telemetry::{UpstreamClock, names};
 

@@ -42,19 +42,27 @@ impl From<EngineError> for ProviderError {
                 // fair wait for a slot.
                 retry_after: Some(Duration::from_secs(1)),
             },
-            EngineError::InvalidRequest(m) | EngineError::Template(m) => ProviderError::Unsupported(m),
+            EngineError::InvalidRequest(m) | EngineError::Template(m) => {
+                ProviderError::Unsupported(m)
+            }
             other => ProviderError::Internal(other.to_string()),
         }
     }
 }
 
 fn refuse(what: &str, model: &str) -> ProviderError {
-    ProviderError::Unsupported(format!("{what} is not supported by the local model `{model}`"))
+    ProviderError::Unsupported(format!(
+        "{what} is not supported by the local model `{model}`"
+    ))
 }
 
 fn completion_id(prefix: &str) -> String {
     use rand::RngCore;
-    format!("{prefix}-{:016x}{:08x}", rand::rng().next_u64(), rand::rng().next_u32())
+    format!(
+        "{prefix}-{:016x}{:08x}",
+        rand::rng().next_u64(),
+        rand::rng().next_u32()
+    )
 }
 
 /// OpenAI's sampling fields, plus `top_k` (not OpenAI's, but vLLM and llama.cpp accept it).
@@ -68,11 +76,9 @@ fn sampling(
 ) -> Result<SamplingParams, ProviderError> {
     let top_k = match extra.get("top_k") {
         None | Some(serde_json::Value::Null) => None,
-        Some(v) => Some(
-            v.as_u64()
-                .map(|k| k as usize)
-                .ok_or_else(|| ProviderError::Unsupported("'top_k' must be a non-negative integer".into()))?,
-        ),
+        Some(v) => Some(v.as_u64().map(|k| k as usize).ok_or_else(|| {
+            ProviderError::Unsupported("'top_k' must be a non-negative integer".into())
+        })?),
     };
     Ok(SamplingParams {
         temperature: temperature.unwrap_or(1.0) as f32,
@@ -106,7 +112,10 @@ impl LocalChat {
         if req.tools.as_ref().is_some_and(|t| !t.is_empty()) {
             return Err(refuse("tool calling", self.name()));
         }
-        if matches!(req.response_format, Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })) {
+        if matches!(
+            req.response_format,
+            Some(ResponseFormat::JsonObject | ResponseFormat::JsonSchema { .. })
+        ) {
             return Err(refuse("a JSON `response_format`", self.name()));
         }
         if req.logprobs == Some(true) {
@@ -208,7 +217,9 @@ async fn collect(mut rx: UnboundedReceiver<GenEvent>) -> Result<Collected, Provi
             GenEvent::Failed(e) => return Err(ProviderError::Internal(e)),
         }
     }
-    Err(ProviderError::Internal("the model stopped without finishing".into()))
+    Err(ProviderError::Internal(
+        "the model stopped without finishing".into(),
+    ))
 }
 
 type TextFn<T> = Arc<dyn Fn(String) -> T + Send + Sync>;
@@ -257,7 +268,9 @@ fn event_stream<T: Send + 'static>(
                     }
                     None => {
                         st.rx = None;
-                        let e = ProviderError::StreamBroken("the model stopped without finishing".into());
+                        let e = ProviderError::StreamBroken(
+                            "the model stopped without finishing".into(),
+                        );
                         return Some((Err(e), st));
                     }
                 }
@@ -299,8 +312,15 @@ impl Provider for LocalChat {
         let generation = self.chat_generation(&req)?;
         let include_usage = req.include_usage();
         let rx = self.model.generate(generation)?;
-        let (id, created, model) = (completion_id("chatcmpl"), unix_now(), self.name().to_owned());
-        let chunk = move |delta: ChunkDelta, finish: Option<&str>, usage: Option<Usage>, choices: bool| ChatCompletionChunk {
+        let (id, created, model) = (
+            completion_id("chatcmpl"),
+            unix_now(),
+            self.name().to_owned(),
+        );
+        let chunk = move |delta: ChunkDelta,
+                          finish: Option<&str>,
+                          usage: Option<Usage>,
+                          choices: bool| ChatCompletionChunk {
             id: id.clone(),
             object: "chat.completion.chunk".into(),
             created,
@@ -321,7 +341,11 @@ impl Provider for LocalChat {
             extra: Extra::new(),
         };
         let first = chunk(
-            ChunkDelta { role: Some("assistant".into()), content: Some(String::new()), ..ChunkDelta::default() },
+            ChunkDelta {
+                role: Some("assistant".into()),
+                content: Some(String::new()),
+                ..ChunkDelta::default()
+            },
             None,
             None,
             true,
@@ -331,7 +355,15 @@ impl Provider for LocalChat {
             rx,
             Some(first),
             Arc::new(move |t| {
-                text_chunk(ChunkDelta { content: Some(t), ..ChunkDelta::default() }, None, None, true)
+                text_chunk(
+                    ChunkDelta {
+                        content: Some(t),
+                        ..ChunkDelta::default()
+                    },
+                    None,
+                    None,
+                    true,
+                )
             }),
             Arc::new(move |finish, usage| {
                 let mut out = vec![chunk(ChunkDelta::default(), Some(finish), None, true)];
@@ -364,12 +396,22 @@ impl Provider for LocalChat {
         })
     }
 
-    async fn completions_stream(&self, req: CompletionRequest) -> Result<CompletionStream, ProviderError> {
+    async fn completions_stream(
+        &self,
+        req: CompletionRequest,
+    ) -> Result<CompletionStream, ProviderError> {
         let generation = self.completion_generation(&req)?;
-        let include_usage = req.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false);
+        let include_usage = req
+            .stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false);
         let rx = self.model.generate(generation)?;
         let (id, created, model) = (completion_id("cmpl"), unix_now(), self.name().to_owned());
-        let piece = move |text: String, finish: Option<&str>, usage: Option<Usage>, choices: bool| Completion {
+        let piece = move |text: String,
+                          finish: Option<&str>,
+                          usage: Option<Usage>,
+                          choices: bool| Completion {
             id: id.clone(),
             object: "text_completion".into(),
             created,
@@ -419,13 +461,18 @@ pub struct LocalEmbedding {
 
 impl std::fmt::Debug for LocalEmbedding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalEmbedding").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("LocalEmbedding")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
 impl LocalEmbedding {
     pub fn new(name: &str, embedder: Arc<Embedder>) -> Self {
-        LocalEmbedding { name: name.to_owned(), embedder }
+        LocalEmbedding {
+            name: name.to_owned(),
+            embedder,
+        }
     }
 
     fn not_generative(&self) -> ProviderError {
@@ -450,7 +497,10 @@ impl Provider for LocalEmbedding {
         Err(self.not_generative())
     }
 
-    async fn completions_stream(&self, _req: CompletionRequest) -> Result<CompletionStream, ProviderError> {
+    async fn completions_stream(
+        &self,
+        _req: CompletionRequest,
+    ) -> Result<CompletionStream, ProviderError> {
         Err(self.not_generative())
     }
 
@@ -470,7 +520,9 @@ impl Provider for LocalEmbedding {
         let (vectors, tokens) = tokio::task::spawn_blocking(move || {
             crate::engine::exclusive(|| match &input {
                 EmbeddingInput::Text(t) => embedder.embed(&[t.as_str()]),
-                EmbeddingInput::Texts(v) => embedder.embed(&v.iter().map(String::as_str).collect::<Vec<_>>()),
+                EmbeddingInput::Texts(v) => {
+                    embedder.embed(&v.iter().map(String::as_str).collect::<Vec<_>>())
+                }
                 EmbeddingInput::Tokens(ids) => embedder.embed_tokens(std::slice::from_ref(ids)),
                 EmbeddingInput::TokenLists(lists) => embedder.embed_tokens(lists),
             })

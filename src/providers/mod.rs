@@ -78,9 +78,9 @@ impl ProviderError {
             ProviderError::Status { status, .. } => {
                 matches!(status, 408 | 409 | 429) || *status >= 500
             }
-            ProviderError::Protocol(_) | ProviderError::Unsupported(_) | ProviderError::Internal(_) => {
-                false
-            }
+            ProviderError::Protocol(_)
+            | ProviderError::Unsupported(_)
+            | ProviderError::Internal(_) => false,
         }
     }
 

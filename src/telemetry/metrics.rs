@@ -41,7 +41,10 @@ impl Metrics {
             let recorder = PrometheusBuilder::new()
                 .set_buckets(&buckets)
                 .and_then(|b| {
-                    b.set_buckets_for_metric(Matcher::Full(names::BATCH_SIZE.into()), &batch_buckets)
+                    b.set_buckets_for_metric(
+                        Matcher::Full(names::BATCH_SIZE.into()),
+                        &batch_buckets,
+                    )
                 })
                 .map(PrometheusBuilder::build_recorder)
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());

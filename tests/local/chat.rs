@@ -15,15 +15,31 @@ fn ask(text: &str) -> Value {
 async fn content(resp: reqwest::Response) -> (String, Value) {
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
-    (body["choices"][0]["message"]["content"].as_str().unwrap().to_owned(), body)
+    (
+        body["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        body,
+    )
 }
 
 #[tokio::test]
 async fn models_lists_local_models_with_kind_and_context_length() {
-    let Some(dir) = models_or_skip("models_lists_local_models_with_kind_and_context_length") else { return };
+    let Some(dir) = models_or_skip("models_lists_local_models_with_kind_and_context_length") else {
+        return;
+    };
     let app = TestApp::spawn(&config(&dir, 4, 8)).await;
     let list: Value = app.get("/v1/models").await.json().await.unwrap();
-    let find = |id: &str| list["data"].as_array().unwrap().iter().find(|m| m["id"] == id).cloned().unwrap();
+    let find = |id: &str| {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .cloned()
+            .unwrap()
+    };
     assert_eq!(find(CHAT)["kind"], "chat");
     assert_eq!(find(CHAT)["context_length"], 8192);
     assert_eq!(find("all-minilm-l6-v2")["kind"], "embedding");
@@ -32,7 +48,9 @@ async fn models_lists_local_models_with_kind_and_context_length() {
 
 #[tokio::test]
 async fn greedy_chat_is_deterministic_and_counts_tokens() {
-    let Some(dir) = models_or_skip("greedy_chat_is_deterministic_and_counts_tokens") else { return };
+    let Some(dir) = models_or_skip("greedy_chat_is_deterministic_and_counts_tokens") else {
+        return;
+    };
     let app = TestApp::spawn(&config(&dir, 4, 8)).await;
     let (first, body) = content(app.chat(ask("What is the capital of France?")).await).await;
     let (second, _) = content(app.chat(ask("What is the capital of France?")).await).await;
@@ -44,13 +62,18 @@ async fn greedy_chat_is_deterministic_and_counts_tokens() {
     assert!(usage["prompt_tokens"].as_u64().unwrap() > 20, "{usage}");
     let completion = usage["completion_tokens"].as_u64().unwrap();
     assert!((1..=24).contains(&completion), "{usage}");
-    assert_eq!(usage["total_tokens"].as_u64().unwrap(), usage["prompt_tokens"].as_u64().unwrap() + completion);
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + completion
+    );
     assert_eq!(body["model"], CHAT);
 }
 
 #[tokio::test]
 async fn max_tokens_ends_with_length_and_exact_usage() {
-    let Some(dir) = models_or_skip("max_tokens_ends_with_length_and_exact_usage") else { return };
+    let Some(dir) = models_or_skip("max_tokens_ends_with_length_and_exact_usage") else {
+        return;
+    };
     let app = TestApp::spawn(&config(&dir, 4, 8)).await;
     let mut req = ask("Write a long story about a dragon.");
     req["max_tokens"] = json!(5);
@@ -61,7 +84,9 @@ async fn max_tokens_ends_with_length_and_exact_usage() {
 
 #[tokio::test]
 async fn same_seed_same_output_different_seed_different_output() {
-    let Some(dir) = models_or_skip("same_seed_same_output_different_seed_different_output") else { return };
+    let Some(dir) = models_or_skip("same_seed_same_output_different_seed_different_output") else {
+        return;
+    };
     let app = TestApp::spawn(&config(&dir, 4, 8)).await;
     let sampled = |seed: i64| {
         json!({"model": CHAT, "messages": [{"role": "user", "content": "Tell me a fun fact."}],
@@ -76,7 +101,11 @@ async fn same_seed_same_output_different_seed_different_output() {
 
 #[tokio::test]
 async fn streaming_matches_the_non_streaming_answer_and_ends_with_usage_and_done() {
-    let Some(dir) = models_or_skip("streaming_matches_the_non_streaming_answer_and_ends_with_usage_and_done") else { return };
+    let Some(dir) =
+        models_or_skip("streaming_matches_the_non_streaming_answer_and_ends_with_usage_and_done")
+    else {
+        return;
+    };
     let app = TestApp::spawn(&config(&dir, 4, 8)).await;
     // Unicode in the prompt and likely in the answer: chunks must still be whole characters.
     let question = "Translate to Japanese: good morning 🌅";
@@ -89,8 +118,14 @@ async fn streaming_matches_the_non_streaming_answer_and_ends_with_usage_and_done
     let text = std::str::from_utf8(&raw).expect("the SSE body is valid UTF-8");
     let frames = sse_data(text);
     assert_eq!(frames.last().map(String::as_str), Some("[DONE]"));
-    let chunks: Vec<Value> = frames[..frames.len() - 1].iter().map(|f| serde_json::from_str(f).unwrap()).collect();
-    let streamed: String = chunks.iter().filter_map(|c| c["choices"][0]["delta"]["content"].as_str()).collect();
+    let chunks: Vec<Value> = frames[..frames.len() - 1]
+        .iter()
+        .map(|f| serde_json::from_str(f).unwrap())
+        .collect();
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
     assert_eq!(streamed, whole);
     let last = chunks.last().unwrap();
     assert_eq!(last["choices"], json!([]));
@@ -100,7 +135,9 @@ async fn streaming_matches_the_non_streaming_answer_and_ends_with_usage_and_done
 
 #[tokio::test]
 async fn a_stop_sequence_cuts_the_answer_and_finishes_with_stop() {
-    let Some(dir) = models_or_skip("a_stop_sequence_cuts_the_answer_and_finishes_with_stop") else { return };
+    let Some(dir) = models_or_skip("a_stop_sequence_cuts_the_answer_and_finishes_with_stop") else {
+        return;
+    };
     let app = TestApp::spawn(&config(&dir, 4, 8)).await;
     let mut req = ask("List three colours.");
     req["max_tokens"] = json!(40);
@@ -113,12 +150,17 @@ async fn a_stop_sequence_cuts_the_answer_and_finishes_with_stop() {
     let (cut, body) = content(app.chat(req).await).await;
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert!(!cut.contains(&stop), "{cut:?} still contains {stop:?}");
-    assert!(whole.starts_with(&cut), "{cut:?} is not a prefix of {whole:?}");
+    assert!(
+        whole.starts_with(&cut),
+        "{cut:?} is not a prefix of {whole:?}"
+    );
 }
 
 #[tokio::test]
 async fn completions_continue_a_raw_prompt() {
-    let Some(dir) = models_or_skip("completions_continue_a_raw_prompt") else { return };
+    let Some(dir) = models_or_skip("completions_continue_a_raw_prompt") else {
+        return;
+    };
     let app = TestApp::spawn(&config(&dir, 4, 8)).await;
     let resp = app
         .post("/v1/completions", &json!({"model": CHAT, "prompt": "One, two, three,", "max_tokens": 6, "temperature": 0}))
@@ -132,7 +174,9 @@ async fn completions_continue_a_raw_prompt() {
 
 #[tokio::test]
 async fn concurrent_streams_are_decoded_in_shared_batches() {
-    let Some(dir) = models_or_skip("concurrent_streams_are_decoded_in_shared_batches") else { return };
+    let Some(dir) = models_or_skip("concurrent_streams_are_decoded_in_shared_batches") else {
+        return;
+    };
     let app = TestApp::spawn(&config(&dir, 8, 16)).await;
     let requests = (0..4).map(|i| {
         let mut req = ask(&format!("Count to {}", i + 5));
@@ -150,17 +194,25 @@ async fn concurrent_streams_are_decoded_in_shared_batches() {
     let bucket = |le: &str| -> f64 {
         metrics
             .lines()
-            .find(|l| l.starts_with("pasarela_engine_batch_size_bucket") && l.contains(&format!("le=\"{le}\"")))
+            .find(|l| {
+                l.starts_with("pasarela_engine_batch_size_bucket")
+                    && l.contains(&format!("le=\"{le}\""))
+            })
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     };
-    assert!(bucket("+Inf") > bucket("1"), "no shared decode step:\n{metrics}");
+    assert!(
+        bucket("+Inf") > bucket("1"),
+        "no shared decode step:\n{metrics}"
+    );
 }
 
 #[tokio::test]
 async fn a_full_queue_answers_429_with_retry_after_at_once() {
-    let Some(dir) = models_or_skip("a_full_queue_answers_429_with_retry_after_at_once") else { return };
+    let Some(dir) = models_or_skip("a_full_queue_answers_429_with_retry_after_at_once") else {
+        return;
+    };
     let app = TestApp::spawn(&config(&dir, 1, 1)).await;
     // One sequence running (its first chunk has arrived), one waiting: the third is refused.
     let mut long = ask("Write a long poem about the sea.");
@@ -180,18 +232,25 @@ async fn a_full_queue_answers_429_with_retry_after_at_once() {
     let (b, c) = (send("hi"), send("hello"));
     // The refused one answers at once, while the running stream still holds the only slot.
     let (first_done, other) = match futures::future::select(b, c).await {
-        futures::future::Either::Left((r, other)) | futures::future::Either::Right((r, other)) => (r.unwrap(), other),
+        futures::future::Either::Left((r, other)) | futures::future::Either::Right((r, other)) => {
+            (r.unwrap(), other)
+        }
     };
     assert_eq!(first_done.headers()["retry-after"], "1");
     let error = expect_error(first_done, 429).await;
-    assert!(error["message"].as_str().unwrap().contains("busy"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("busy"),
+        "{error}"
+    );
     drop(body);
     assert_eq!(other.await.unwrap().status(), 200);
 }
 
 #[tokio::test]
 async fn a_client_that_disconnects_frees_its_sequence() {
-    let Some(dir) = models_or_skip("a_client_that_disconnects_frees_its_sequence") else { return };
+    let Some(dir) = models_or_skip("a_client_that_disconnects_frees_its_sequence") else {
+        return;
+    };
     let app = TestApp::spawn(&config(&dir, 1, 4)).await;
     let mut endless = ask("Write a very long essay about history.");
     endless["max_tokens"] = json!(4000);
@@ -204,13 +263,17 @@ async fn a_client_that_disconnects_frees_its_sequence() {
     // tokens would take minutes, so finishing within the limit shows the slot was freed.
     let mut short = ask("hi");
     short["max_tokens"] = json!(3);
-    let resp = tokio::time::timeout(Duration::from_secs(60), app.chat(short)).await.expect("the slot was freed");
+    let resp = tokio::time::timeout(Duration::from_secs(60), app.chat(short))
+        .await
+        .expect("the slot was freed");
     assert_eq!(resp.status(), 200);
 }
 
 #[tokio::test]
 async fn requests_the_local_model_cannot_serve_are_400s() {
-    let Some(dir) = models_or_skip("requests_the_local_model_cannot_serve_are_400s") else { return };
+    let Some(dir) = models_or_skip("requests_the_local_model_cannot_serve_are_400s") else {
+        return;
+    };
     let app = TestApp::spawn(&config(&dir, 1, 4)).await;
     let mut req = ask("hi");
     req["n"] = json!(2);
@@ -220,7 +283,15 @@ async fn requests_the_local_model_cannot_serve_are_400s() {
     expect_error(app.chat(req).await, 400).await;
     let long = "word ".repeat(9000);
     let error = expect_error(app.chat(ask(&long)).await, 400).await;
-    assert!(error["message"].as_str().unwrap().contains("context length"), "{error}");
-    let embed_on_chat = app.post("/v1/embeddings", &json!({"model": CHAT, "input": "x"})).await;
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("context length"),
+        "{error}"
+    );
+    let embed_on_chat = app
+        .post("/v1/embeddings", &json!({"model": CHAT, "input": "x"}))
+        .await;
     expect_error(embed_on_chat, 400).await;
 }

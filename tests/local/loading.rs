@@ -19,18 +19,27 @@ async fn start_error(config: &str) -> String {
 async fn a_missing_or_corrupt_model_file_is_a_startup_error_naming_it() {
     let dir = std::env::temp_dir().join(format!("pasarela-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let missing = format!("[engine]\nmodels_dir = \"{}\"\n[models.m]\nkind = \"chat\"\npath = \"nope.gguf\"\n", dir.display());
+    let missing = format!(
+        "[engine]\nmodels_dir = \"{}\"\n[models.m]\nkind = \"chat\"\npath = \"nope.gguf\"\n",
+        dir.display()
+    );
     let err = start_error(&missing).await;
     assert!(err.contains("nope.gguf"), "{err}");
 
     std::fs::write(dir.join("garbage.gguf"), b"this is not a gguf file at all").unwrap();
-    let corrupt = format!("[engine]\nmodels_dir = \"{}\"\n[models.m]\nkind = \"chat\"\npath = \"garbage.gguf\"\n", dir.display());
+    let corrupt = format!(
+        "[engine]\nmodels_dir = \"{}\"\n[models.m]\nkind = \"chat\"\npath = \"garbage.gguf\"\n",
+        dir.display()
+    );
     let err = start_error(&corrupt).await;
     assert!(err.contains("garbage.gguf"), "{err}");
 
     std::fs::create_dir_all(dir.join("emb")).unwrap();
     std::fs::write(dir.join("emb/config.json"), b"{}").unwrap();
-    let embed = format!("[engine]\nmodels_dir = \"{}\"\n[models.e]\nkind = \"embedding\"\npath = \"emb\"\n", dir.display());
+    let embed = format!(
+        "[engine]\nmodels_dir = \"{}\"\n[models.e]\nkind = \"embedding\"\npath = \"emb\"\n",
+        dir.display()
+    );
     let err = start_error(&embed).await;
     assert!(err.contains("emb/"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
@@ -53,14 +62,21 @@ fn seed_hf_cache(cache: &Path, repo: &str, file: &str, source: &Path) {
 
 #[tokio::test]
 async fn a_chat_model_loads_from_an_offline_hugging_face_cache() {
-    let Some(dir) = models_or_skip("a_chat_model_loads_from_an_offline_hugging_face_cache") else { return };
+    let Some(dir) = models_or_skip("a_chat_model_loads_from_an_offline_hugging_face_cache") else {
+        return;
+    };
     // SAFETY: nextest runs each test in its own process, and nothing else in this test reads
     // or writes the environment concurrently.
     unsafe { std::env::set_var("HF_HUB_OFFLINE", "1") };
     let cache = std::env::temp_dir().join(format!("pasarela-hf-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
     let file = "SmolLM2-135M-Instruct.Q4_1.gguf";
-    seed_hf_cache(&cache, "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF", file, &dir.join("smollm2-135m-instruct").join(file));
+    seed_hf_cache(
+        &cache,
+        "HuggingFaceTB/SmolLM2-135M-Instruct-GGUF",
+        file,
+        &dir.join("smollm2-135m-instruct").join(file),
+    );
     let config = format!(
         "[engine]\nhf_cache_dir = \"{}\"\n[models.{CHAT}]\nkind = \"chat\"\nhf_repo = \"HuggingFaceTB/SmolLM2-135M-Instruct-GGUF\"\nhf_file = \"{file}\"\n",
         cache.display()
@@ -71,6 +87,9 @@ async fn a_chat_model_loads_from_an_offline_hugging_face_cache() {
         .await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["usage"]["completion_tokens"].as_u64().map(|n| n <= 3), Some(true));
+    assert_eq!(
+        body["usage"]["completion_tokens"].as_u64().map(|n| n <= 3),
+        Some(true)
+    );
     std::fs::remove_dir_all(&cache).unwrap();
 }

@@ -5,7 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../gateway/helpers.rs"]
-#[allow(dead_code, reason = "shared with the gateway tests, which use all of it")]
+#[allow(
+    dead_code,
+    reason = "shared with the gateway tests, which use all of it"
+)]
 mod helpers;
 
 mod chat;
@@ -23,7 +26,9 @@ pub fn models_dir() -> PathBuf {
 /// The models dir when the default models are there; `None` (after saying so) when not.
 pub fn models_or_skip(test: &str) -> Option<PathBuf> {
     let dir = models_dir();
-    let present = dir.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf").exists()
+    let present = dir
+        .join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+        .exists()
         && dir.join("all-minilm-l6-v2/model.safetensors").exists();
     if present {
         return Some(dir);
@@ -33,7 +38,10 @@ pub fn models_or_skip(test: &str) -> Option<PathBuf> {
         "default models missing in {} and PASARELA_REQUIRE_ALL is set: run scripts/fetch-models",
         dir.display()
     );
-    eprintln!("SKIPPED {test}: default models missing in {} (run scripts/fetch-models)", dir.display());
+    eprintln!(
+        "SKIPPED {test}: default models missing in {} (run scripts/fetch-models)",
+        dir.display()
+    );
     None
 }
 
