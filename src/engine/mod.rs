@@ -6,6 +6,7 @@
 //! Must not contain anything about HTTP: `providers::local` adapts it to OpenAI shapes.
 
 mod error;
+pub mod llama;
 #[cfg(test)]
 pub(crate) mod testing;
 

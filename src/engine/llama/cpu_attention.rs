@@ -1,0 +1,223 @@
+//! Causal attention on the CPU for a whole step (every sequence's new rows) in one pass, read
+//! straight from the sequences' KV caches.
+//!
+//! Why not candle ops: at the sizes of one decode step (a handful of query rows per sequence,
+//! head_dim 64) the work is a few microseconds, while the per-sequence chain of tensor ops
+//! (two batched f32 matmuls through gemm's rayon pool, softmax through rayon, reshapes) costs
+//! more in dispatch and allocation than in arithmetic, and rayon's threads compete for the
+//! cores with candle's own (spinning) matmul pool. Here the work runs as (row, KV head) items on
+//! that same candle pool.
+//!
+//! Must not contain anything but the attention arithmetic; the cache layout is `cache.rs`'s.
+
+use std::sync::Mutex;
+
+/// One sequence's part of a step.
+pub(super) struct SegmentKv<'a> {
+    /// Keys and values by position: `[capacity, n_kv_head, head_dim]`, row-major.
+    pub k: &'a [f32],
+    pub v: &'a [f32],
+    /// Positions cached before this step.
+    pub start: usize,
+    /// New rows in this step (already written to `k`/`v` at `start ..`).
+    pub rows: usize,
+}
+
+pub(super) struct Shape {
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    pub scale: f32,
+}
+
+/// `q`: `[rows, n_head, head_dim]` for all segments' rows in order. Returns
+/// `[rows, n_head · head_dim]`.
+pub(super) fn attention(q: &[f32], segments: &[SegmentKv<'_>], shape: &Shape) -> Vec<f32> {
+    let d = shape.head_dim;
+    let group = shape.n_head / shape.n_kv_head;
+    let rows: usize = segments.iter().map(|s| s.rows).sum();
+    let mut out = vec![0f32; rows * shape.n_head * d];
+
+    // Work items are (row, KV head): the `group` query heads sharing a KV head are adjacent,
+    // so each item reads one K/V column once and owns one contiguous piece of the output.
+    let mut row_segment = Vec::with_capacity(rows);
+    for (i, s) in segments.iter().enumerate() {
+        for r in 0..s.rows {
+            row_segment.push((i, s.start + r + 1));
+        }
+    }
+    let pieces: Vec<Mutex<&mut [f32]>> = out.chunks_mut(group * d).map(Mutex::new).collect();
+    let run = |item: usize| {
+        let (row, kv_head) = (item / shape.n_kv_head, item % shape.n_kv_head);
+        let (Some(&(seg, visible)), Some(piece)) = (row_segment.get(row), pieces.get(item)) else {
+            return;
+        };
+        let Some(s) = segments.get(seg) else {
+            return;
+        };
+        let q_start = item * group * d;
+        let Some(q) = q.get(q_start..q_start + group * d) else {
+            return;
+        };
+        // A poisoned lock means another item panicked; that panic is re-raised by the pool.
+        if let Ok(mut piece) = piece.lock() {
+            attend_one(q, s, kv_head, visible, shape, &mut piece);
+        }
+    };
+    candle_core::utils::barrier_pool().execute_chunked(pieces.len(), |range| range.for_each(&run));
+    drop(pieces);
+    out
+}
+
+/// The `group` query heads of one row against the first `visible` positions of one KV head.
+fn attend_one(
+    q: &[f32],
+    s: &SegmentKv<'_>,
+    kv_head: usize,
+    visible: usize,
+    shape: &Shape,
+    out: &mut [f32],
+) {
+    let d = shape.head_dim;
+    let group = q.len() / d;
+    let stride = shape.n_kv_head * d;
+    fn column(data: &[f32], at: usize, d: usize) -> &[f32] {
+        data.get(at..at + d).unwrap_or(&[])
+    }
+    let at = |pos: usize| pos * stride + kv_head * d;
+
+    let mut scores = vec![0f32; group * visible];
+    for pos in 0..visible {
+        let k = column(s.k, at(pos), d);
+        for (h, q) in q.chunks_exact(d).enumerate() {
+            scores[h * visible + pos] = dot(q, k) * shape.scale;
+        }
+    }
+    for (h, head_scores) in scores.chunks_exact_mut(visible).enumerate() {
+        let max = head_scores
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for x in head_scores.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x;
+        }
+        let o = &mut out[h * d..(h + 1) * d];
+        o.fill(0.0);
+        for (pos, w) in head_scores.iter().enumerate() {
+            axpy(o, *w, column(s.v, at(pos), d));
+        }
+        let inv = 1.0 / sum;
+        o.iter_mut().for_each(|x| *x *= inv);
+    }
+}
+
+/// Eight independent accumulators so that the compiler can keep them in one AVX register
+/// (a single running sum cannot be vectorised: float addition is not reassociated).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * *x;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attention written out from its definition, one head at a time.
+    fn naive(q: &[f32], segments: &[SegmentKv<'_>], shape: &Shape) -> Vec<f32> {
+        let (h_n, kv_n, d) = (shape.n_head, shape.n_kv_head, shape.head_dim);
+        let mut out = Vec::new();
+        for s in segments {
+            for r in 0..s.rows {
+                let row = out.len() / (h_n * d);
+                for h in 0..h_n {
+                    let g = h / (h_n / kv_n);
+                    let qh = &q[(row * h_n + h) * d..][..d];
+                    let visible = s.start + r + 1;
+                    let scores: Vec<f32> = (0..visible)
+                        .map(|p| {
+                            let k = &s.k[(p * kv_n + g) * d..][..d];
+                            qh.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * shape.scale
+                        })
+                        .collect();
+                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+                    let sum: f32 = e.iter().sum();
+                    for i in 0..d {
+                        out.push(
+                            (0..visible)
+                                .map(|p| e[p] / sum * s.v[(p * kv_n + g) * d + i])
+                                .sum(),
+                        );
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn matches_the_definition_for_ragged_segments() {
+        let shape = Shape {
+            n_head: 6,
+            n_kv_head: 2,
+            head_dim: 16,
+            scale: 0.25,
+        };
+        let mut seed = 1u32;
+        let mut rand = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
+                })
+                .collect()
+        };
+        let cap = 40;
+        let kv_len = cap * shape.n_kv_head * shape.head_dim;
+        let (k1, v1, k2, v2) = (rand(kv_len), rand(kv_len), rand(kv_len), rand(kv_len));
+        let segments = [
+            SegmentKv {
+                k: &k1,
+                v: &v1,
+                start: 3,
+                rows: 9,
+            },
+            SegmentKv {
+                k: &k2,
+                v: &v2,
+                start: 20,
+                rows: 1,
+            },
+        ];
+        let q = rand(10 * shape.n_head * shape.head_dim);
+        let ours = attention(&q, &segments, &shape);
+        let expected = naive(&q, &segments, &shape);
+        assert_eq!(ours.len(), expected.len());
+        let diff = ours
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        assert!(diff < 1e-5, "differs by {diff}");
+    }
+}
