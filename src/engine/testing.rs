@@ -39,6 +39,10 @@ pub fn chat_gguf(test: &str) -> Option<PathBuf> {
 }
 
 /// all-MiniLM-L6-v2: a directory with config.json, model.safetensors and tokenizer.json.
+#[allow(
+    dead_code,
+    reason = "for the embedder's tests, which live on another branch until merged"
+)]
 pub fn embedder_dir(test: &str) -> Option<PathBuf> {
     let weights = require(
         models_dir().join("all-minilm-l6-v2/model.safetensors"),

@@ -6,7 +6,13 @@
 //! activation, whatever sequence it belongs to. Weight matmuls (q/k/v, attention output, MLP,
 //! output head) run once over all rows, which reads each weight once per step however many
 //! sequences are batched; only attention is done per sequence, against its own cache. RoPE
-//! angles are computed per row from that row's own position.
+//! angles are computed per row from that row's own position (no table: any position below
+//! the model's `context_length` works, at the cost of a few sin/cos per row and step).
+//!
+//! Attention has two implementations: `cpu_attention` (the CPU default, one pass over all
+//! sequences on candle's matmul thread pool) and candle tensor ops in `cache.rs` (any device).
+//! On a 2-core CPU the tensor-op path decodes ~20× slower: its f32 matmuls and softmax run on
+//! rayon, whose threads fight candle's spinning matmul pool for the cores.
 //!
 //! Must not contain sampling, tokenization or scheduling policy: the scheduler drives this.
 
@@ -38,6 +44,7 @@ pub struct LlamaModel {
     inv_freqs: Vec<f32>,
     device: Device,
     /// Attention through `cpu_attention` (CPU) rather than candle tensor ops (any device).
+    /// Tests switch it to compare the two.
     cpu_attention: bool,
 }
 
@@ -101,7 +108,7 @@ impl LlamaModel {
             weights,
             inv_freqs,
             device: device.clone(),
-            cpu_attention: device.is_cpu() && std::env::var_os("TENSOR_ATTN").is_none(),
+            cpu_attention: device.is_cpu(),
         })
     }
 

@@ -67,37 +67,79 @@ impl Reference {
     }
 }
 
-#[test]
-fn prefill_and_decode_logits_match_candle_quantized_llama() {
-    let Some(path) = chat_gguf("prefill_and_decode_logits_match_candle_quantized_llama") else {
-        return;
-    };
-    let model = open(&path, false);
-    let mut reference = Reference::open(&path);
-
+/// The logits of prefill and three decode steps, the reference being fed the same tokens.
+fn logits_along_greedy_path(
+    model: &LlamaModel,
+    reference: &mut Reference,
+) -> Vec<(Vec<f32>, Vec<f32>)> {
     let mut cache = model.new_cache();
-    let ours = model.prefill(&PROMPT, &mut cache).unwrap();
-    let theirs = reference.forward(&PROMPT, 0);
-    assert_eq!(ours.len(), model.config().vocab_size);
-    let diff = max_abs_diff(&ours, &theirs);
-    eprintln!("prefill: max |ours - candle| = {diff:e}");
-    assert!(diff < 1e-3, "prefill logits differ by {diff}");
-
-    // Decode a few greedy tokens one at a time; the reference follows the same tokens.
-    let mut next = argmax(&ours);
-    for step in 0..3 {
+    let mut steps = vec![(
+        model.prefill(&PROMPT, &mut cache).unwrap(),
+        reference.forward(&PROMPT, 0),
+    )];
+    for _ in 0..3 {
+        let next = argmax(&steps[steps.len() - 1].0);
         let pos = cache.len();
         let ours = model
             .decode_batch(&[next], &mut [&mut cache])
             .unwrap()
             .remove(0);
-        let theirs = reference.forward(&[next], pos);
-        let diff = max_abs_diff(&ours, &theirs);
-        eprintln!("decode step {step}: max |ours - candle| = {diff:e}");
-        assert!(diff < 1e-3, "decode step {step} logits differ by {diff}");
-        next = argmax(&ours);
+        steps.push((ours, reference.forward(&[next], pos)));
     }
     assert_eq!(cache.len(), PROMPT.len() + 3);
+    steps
+}
+
+/// With candle tensor ops for attention (the path for GPUs), the logits equal the reference's:
+/// the same arithmetic in the same order.
+#[test]
+fn logits_match_candle_quantized_llama() {
+    let Some(path) = chat_gguf("logits_match_candle_quantized_llama") else {
+        return;
+    };
+    let mut model = open(&path, false);
+    model.cpu_attention = false;
+    let mut reference = Reference::open(&path);
+    for (step, (ours, theirs)) in logits_along_greedy_path(&model, &mut reference)
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(ours.len(), model.config().vocab_size);
+        let diff = max_abs_diff(ours, theirs);
+        eprintln!("step {step}: max |ours - candle| = {diff:e}");
+        assert!(diff < 1e-3, "step {step}: logits differ by {diff}");
+    }
+}
+
+/// The CPU attention kernel sums in another order, and the quantized matmuls amplify 1e-7
+/// differences by rounding activations to 8 bits (see
+/// `cpu_attention_kernel_matches_candle_tensor_attention` for the exact comparison): the
+/// logits stay within quantization noise of the reference and rank the same tokens first.
+#[test]
+fn cpu_path_logits_agree_with_candle_quantized_llama() {
+    let Some(path) = chat_gguf("cpu_path_logits_agree_with_candle_quantized_llama") else {
+        return;
+    };
+    let model = open(&path, false);
+    assert!(model.cpu_attention);
+    let mut reference = Reference::open(&path);
+    for (step, (ours, theirs)) in logits_along_greedy_path(&model, &mut reference)
+        .iter()
+        .enumerate()
+    {
+        let diff = max_abs_diff(ours, theirs);
+        let spread = theirs.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+            - theirs.iter().copied().fold(f32::INFINITY, f32::min);
+        eprintln!("step {step}: max |ours - candle| = {diff:e} (logits span {spread})");
+        assert_eq!(argmax(ours), argmax(theirs), "step {step}");
+        let (ours_top, theirs_top) = (top_k(ours, 5), top_k(theirs, 5));
+        let shared = ours_top.iter().filter(|t| theirs_top.contains(t)).count();
+        assert!(
+            shared >= 4,
+            "step {step}: top-5 {ours_top:?} vs {theirs_top:?}"
+        );
+        assert!(diff < 0.05 * spread, "step {step}: logits differ by {diff}");
+    }
 }
 
 #[test]
@@ -388,4 +430,12 @@ fn loading_a_truncated_model_is_an_error_not_a_panic() {
     let path = temp_file("truncated.gguf", &bytes[..bytes.len() / 2]);
     assert_load_error_names(&path, "remaining in file");
     std::fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn the_model_can_be_shared_and_caches_moved_between_threads() {
+    fn shared<T: Send + Sync>() {}
+    fn moved<T: Send>() {}
+    shared::<LlamaModel>();
+    moved::<SequenceCache>();
 }
