@@ -16,6 +16,10 @@ use anyhow::Context;
 use candle_core::Device;
 use pasarela::engine::embedder::Embedder;
 
+// The gateway's allocator (src/main.rs), so that the figure is the one the server would see.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SENTENCES: usize = 1000;
 const RUNS: usize = 3;
 
@@ -118,7 +122,11 @@ fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let embedder = Embedder::load(&dir, &Device::Cpu)?;
-    println!("loaded in {:.2} s", started.elapsed().as_secs_f64());
+    println!(
+        "loaded in {:.2} s; {} threads",
+        started.elapsed().as_secs_f64(),
+        candle_core::utils::get_num_threads()
+    );
 
     embedder.embed(&texts[..64])?;
     let mut best = 0f64;
