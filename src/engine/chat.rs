@@ -138,16 +138,12 @@ impl DecoderModel for Decoder {
         self.context_length
     }
 
-    fn prefill(&self, tokens: &[u32], cache: &mut SequenceCache) -> Result<Vec<f32>, EngineError> {
-        self.model.prefill(tokens, cache)
-    }
-
-    fn decode_batch(
+    fn step(
         &self,
-        tokens: &[u32],
+        chunks: &[&[u32]],
         caches: &mut [&mut SequenceCache],
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        self.model.decode_batch(tokens, caches)
+        self.model.step(chunks, caches)
     }
 }
 

@@ -149,21 +149,42 @@ impl LlamaModel {
         tokens: &[u32],
         caches: &mut [&mut SequenceCache],
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        if tokens.len() != caches.len() {
+        let chunks: Vec<&[u32]> = tokens.chunks(1).collect();
+        self.step(&chunks, caches)
+    }
+
+    /// One forward pass over several sequences, each fed any number of new tokens:
+    /// `chunks[i]` (a prompt chunk, or the one token just sampled) extends the sequence owning
+    /// `caches[i]`. Returns the logits after each chunk's last token, in order. This is what
+    /// lets a scheduler prefill a new prompt in the same pass that decodes running sequences.
+    pub fn step(
+        &self,
+        chunks: &[&[u32]],
+        caches: &mut [&mut SequenceCache],
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        if chunks.len() != caches.len() {
             return Err(EngineError::InvalidRequest(format!(
-                "{} tokens for {} sequences",
-                tokens.len(),
+                "{} token chunks for {} sequences",
+                chunks.len(),
                 caches.len()
             )));
         }
-        if tokens.is_empty() {
+        if chunks.iter().any(|c| c.is_empty()) {
+            return Err(EngineError::InvalidRequest("empty token chunk".into()));
+        }
+        if chunks.is_empty() {
             return Ok(Vec::new());
         }
+        let tokens: Vec<u32> = chunks.concat();
         let mut segments: Vec<Segment<'_>> = caches
             .iter_mut()
-            .map(|cache| Segment { cache, rows: 1 })
+            .zip(chunks)
+            .map(|(cache, chunk)| Segment {
+                cache,
+                rows: chunk.len(),
+            })
             .collect();
-        self.forward(tokens, &mut segments)
+        self.forward(&tokens, &mut segments)
     }
 
     /// Checks a step before touching any cache, so that a refused step leaves every

@@ -161,6 +161,41 @@ fn prompt_fed_in_chunks_gives_the_logits_of_one_prefill() {
 }
 
 #[test]
+fn a_prompt_chunk_beside_decoding_sequences_gives_the_logits_of_running_alone() {
+    let Some(path) =
+        chat_gguf("a_prompt_chunk_beside_decoding_sequences_gives_the_logits_of_running_alone")
+    else {
+        return;
+    };
+    let model = open(&path, false);
+    // Alone: sequence A decodes one token after its prompt; sequence B prefills in two chunks.
+    let mut a_alone = model.new_cache();
+    let a_next = argmax(&model.prefill(&PROMPT[..20], &mut a_alone).unwrap());
+    let a_expected = model
+        .decode_batch(&[a_next], &mut [&mut a_alone])
+        .unwrap()
+        .remove(0);
+    let mut b_alone = model.new_cache();
+    model.prefill(&PROMPT[..9], &mut b_alone).unwrap();
+    let b_expected = model.prefill(&PROMPT[9..], &mut b_alone).unwrap();
+
+    // Together: A's decode row and B's second chunk in one pass.
+    let mut a = model.new_cache();
+    model.prefill(&PROMPT[..20], &mut a).unwrap();
+    let mut b = model.new_cache();
+    model.prefill(&PROMPT[..9], &mut b).unwrap();
+    let out = model
+        .step(&[&[a_next], &PROMPT[9..]], &mut [&mut a, &mut b])
+        .unwrap();
+    for (name, got, expected) in [("A", &out[0], &a_expected), ("B", &out[1], &b_expected)] {
+        let diff = max_abs_diff(got, expected);
+        eprintln!("sequence {name}: max |mixed - alone| = {diff:e}");
+        assert!(diff < 1e-3, "sequence {name}: logits differ by {diff}");
+    }
+    assert_eq!((a.len(), b.len()), (21, PROMPT.len()));
+}
+
+#[test]
 fn decoding_in_a_batch_gives_the_logits_of_decoding_alone() {
     let Some(path) = chat_gguf("decoding_in_a_batch_gives_the_logits_of_decoding_alone") else {
         return;

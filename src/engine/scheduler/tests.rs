@@ -1,5 +1,6 @@
 //! The scheduler against a scripted stand-in model: token `t` is the byte `t`, 0 ends a
-//! sequence, and the model always predicts the next byte of a script.
+//! sequence, `>` is a prompt token, and the model always predicts the next byte of a script
+//! (by how many generated tokens the sequence has been fed).
 
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -8,19 +9,25 @@ use super::*;
 
 const END: u32 = 0;
 
-/// Predicts `script[position]` (by the sequence's own length), recording batch sizes and the
-/// caches alive. `gate` holds the first prefill until opened.
+const PROMPT: u32 = b'>' as u32;
+
+/// Predicts `script[position]`, recording every pass and the caches alive. `gate` holds every
+/// pass that feeds prompt tokens until opened.
 struct ScriptModel {
     script: Vec<u8>,
     context: usize,
-    batches: Mutex<Vec<usize>>,
+    /// Rows fed to each sequence in each pass, by cache id.
+    passes: Mutex<Vec<Vec<(usize, usize)>>>,
+    next_id: std::sync::atomic::AtomicUsize,
     live: Arc<(Mutex<usize>, Condvar)>,
     gate: Arc<(Mutex<bool>, Condvar)>,
     entered: Mutex<Option<std::sync::mpsc::Sender<()>>>,
 }
 
 struct ScriptCache {
-    len: usize,
+    id: usize,
+    /// Generated tokens fed back so far: the script position.
+    fed: usize,
     live: Arc<(Mutex<usize>, Condvar)>,
 }
 
@@ -37,7 +44,8 @@ impl ScriptModel {
         ScriptModel {
             script: script.as_bytes().to_vec(),
             context,
-            batches: Mutex::new(Vec::new()),
+            passes: Mutex::new(Vec::new()),
+            next_id: std::sync::atomic::AtomicUsize::new(0),
             live: Arc::new((Mutex::new(0), Condvar::new())),
             gate: Arc::new((Mutex::new(gate_open), Condvar::new())),
             entered: Mutex::new(None),
@@ -73,7 +81,10 @@ impl DecoderModel for ScriptModel {
     fn new_cache(&self) -> ScriptCache {
         *self.live.0.lock().unwrap() += 1;
         ScriptCache {
-            len: 0,
+            id: self
+                .next_id
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+            fed: 0,
             live: self.live.clone(),
         }
     }
@@ -82,28 +93,35 @@ impl DecoderModel for ScriptModel {
         self.context
     }
 
-    fn prefill(&self, tokens: &[u32], cache: &mut ScriptCache) -> Result<Vec<f32>, EngineError> {
-        if let Some(tx) = self.entered.lock().unwrap().take() {
-            let _ = tx.send(());
-        }
-        let (open, cv) = &*self.gate;
-        let _open = cv.wait_while(open.lock().unwrap(), |o| !*o).unwrap();
-        cache.len += tokens.len();
-        Ok(self.logits_at(cache.len - tokens.len()))
-    }
-
-    fn decode_batch(
+    fn step(
         &self,
-        tokens: &[u32],
+        chunks: &[&[u32]],
         caches: &mut [&mut ScriptCache],
     ) -> Result<Vec<Vec<f32>>, EngineError> {
-        self.batches.lock().unwrap().push(tokens.len());
+        assert!(
+            chunks.iter().all(|c| !c.is_empty()),
+            "an empty chunk was fed"
+        );
+        if chunks.iter().any(|c| c.contains(&PROMPT)) {
+            if let Some(tx) = self.entered.lock().unwrap().take() {
+                let _ = tx.send(());
+            }
+            let (open, cv) = &*self.gate;
+            let _open = cv.wait_while(open.lock().unwrap(), |o| !*o).unwrap();
+        }
+        self.passes.lock().unwrap().push(
+            caches
+                .iter()
+                .zip(chunks)
+                .map(|(c, t)| (c.id, t.len()))
+                .collect(),
+        );
         Ok(caches
             .iter_mut()
-            .map(|c| {
-                c.len += 1;
-                // The script restarts after the prompt: position = generated so far.
-                self.logits_at(c.len - 1)
+            .zip(chunks)
+            .map(|(c, tokens)| {
+                c.fed += tokens.iter().filter(|&&t| t != PROMPT).count();
+                self.logits_at(c.fed)
             })
             .collect())
     }
@@ -131,7 +149,7 @@ impl TextStream for ByteStream {
 fn generation(max_tokens: usize, stop: &[&str]) -> Generation {
     Generation {
         // One prompt token: the script starts at position 0 for prefill's logits.
-        prompt: vec![b'>' as u32],
+        prompt: vec![PROMPT],
         sampling: SamplingParams {
             temperature: 0.0,
             ..SamplingParams::default()
@@ -242,8 +260,9 @@ fn concurrent_requests_share_decode_steps() {
         let (text, _) = collect(rx);
         assert_eq!(text, "z".repeat(20));
     }
-    let batches = model.batches.lock().unwrap();
-    assert_eq!(batches.iter().copied().max(), Some(4), "{batches:?}");
+    let passes = model.passes.lock().unwrap();
+    let widest = passes.iter().map(Vec::len).max();
+    assert_eq!(widest, Some(4), "{passes:?}");
 }
 
 #[test]
@@ -273,4 +292,76 @@ fn a_dropped_receiver_frees_its_sequence() {
     model.wait_no_live_caches();
     let (text, _) = collect(s.submit(generation(3, &[])).unwrap());
     assert_eq!(text, "www");
+}
+
+#[test]
+fn a_long_prompt_is_fed_in_chunks_while_running_streams_keep_decoding() {
+    // A script far longer than the test lasts, so the first stream is still running when the
+    // long prompt arrives.
+    let model = Arc::new(ScriptModel::new(&"r".repeat(1 << 22), 1 << 23, true));
+    let s = start(&model, 4, 4);
+    let mut running = s.submit(generation(usize::MAX, &[])).unwrap();
+    // Once the first stream has produced text it is decoding; then a long prompt arrives.
+    assert!(matches!(running.blocking_recv(), Some(GenEvent::Text(_))));
+    let prompt_len = 3 * PREFILL_CHUNK + 5;
+    let long = s
+        .submit(Generation {
+            prompt: vec![PROMPT; prompt_len],
+            ..generation(3, &[])
+        })
+        .unwrap();
+    let (text, done) = collect(long);
+    assert_eq!(text, "rrr");
+    assert!(matches!(done, GenEvent::Done { prompt_tokens, .. } if prompt_tokens == prompt_len));
+    drop(running);
+
+    // The long prompt went in as chunks of at most PREFILL_CHUNK rows, each beside a decode
+    // row of the running stream, never as one pass that stalls it.
+    let passes = model.passes.lock().unwrap();
+    let with_prompt: Vec<&Vec<(usize, usize)>> = passes
+        .iter()
+        .filter(|p| p.iter().any(|&(_, rows)| rows > 1))
+        .collect();
+    assert_eq!(with_prompt.len(), 4, "{with_prompt:?}");
+    let fed: usize = with_prompt.iter().map(|p| p[1].1).sum();
+    assert_eq!(fed, prompt_len);
+    for pass in &with_prompt {
+        assert_eq!(pass.len(), 2, "{pass:?}");
+        assert_eq!(
+            pass[0].1, 1,
+            "the running stream decodes in the same pass: {pass:?}"
+        );
+        assert!(pass[1].1 <= PREFILL_CHUNK, "{pass:?}");
+    }
+}
+
+#[test]
+fn prefilling_sequences_share_the_chunk_budget_oldest_first() {
+    let model = Arc::new(ScriptModel::new(&"p".repeat(50), 10_000, false));
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    *model.entered.lock().unwrap() = Some(entered_tx);
+    let s = start(&model, 4, 4);
+    let long = Generation {
+        prompt: vec![PROMPT; PREFILL_CHUNK + 10],
+        ..generation(2, &[])
+    };
+    let first = s.submit(long.clone()).unwrap();
+    entered_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    // While the first chunk is held, two more long prompts queue up.
+    let second = s.submit(long.clone()).unwrap();
+    let third = s.submit(long).unwrap();
+    model.open_gate();
+    for rx in [first, second, third] {
+        assert_eq!(collect(rx).0, "pp");
+    }
+    let passes = model.passes.lock().unwrap();
+    for pass in passes.iter() {
+        let prompt_rows: usize = pass.iter().map(|&(_, r)| r).filter(|&r| r > 1).sum();
+        assert!(prompt_rows <= PREFILL_CHUNK, "a pass over budget: {pass:?}");
+    }
+    // The second pass finishes the first prompt (10 rows) and gives the rest to the second.
+    assert_eq!(
+        passes[1].iter().map(|&(_, r)| r).collect::<Vec<_>>(),
+        [10, PREFILL_CHUNK - 10]
+    );
 }
