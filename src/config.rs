@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The configuration compiled into the binary, used when no file is given or found.
@@ -54,6 +54,9 @@ pub struct Config {
     /// Models run in this process, by the name clients use.
     #[serde(default)]
     pub models: BTreeMap<String, LocalModelConfig>,
+    /// Where the gateway keeps what it must remember (prompts, …).
+    #[serde(default)]
+    pub store: StoreConfig,
     /// Where the configuration came from, for error messages.
     #[serde(skip)]
     pub origin: String,
@@ -132,6 +135,31 @@ impl Default for EngineConfig {
         EngineConfig {
             models_dir: PathBuf::from("models"),
             hf_cache_dir: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Holds the embedded SQLite database (`pasarela.db`) when `database_url` is unset.
+    pub data_dir: PathBuf,
+    /// `postgres://…` (or `postgresql://…`) for a shared Postgres, or `sqlite://PATH` for a
+    /// SQLite file elsewhere than `data_dir`. `PASARELA_DATABASE_URL` overrides it, and only
+    /// that variable may carry a password (Postgres also reads `PGPASSWORD`).
+    pub database_url: Option<SecretString>,
+}
+
+impl StoreConfig {
+    /// The environment variable that overrides `store.database_url`.
+    pub const DATABASE_URL_ENV: &str = "PASARELA_DATABASE_URL";
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            data_dir: PathBuf::from("data"),
+            database_url: None,
         }
     }
 }
@@ -409,6 +437,20 @@ impl Config {
                 return Err(self.invalid(key, "max_batch and queue_capacity must be at least 1"));
             }
         }
+        if let Some(url) = &self.store.database_url {
+            if let Err(reason) = check_database_url(url.expose_secret()) {
+                return Err(self.invalid("store.database_url", reason));
+            }
+            if url_has_password(url.expose_secret()) {
+                return Err(self.invalid(
+                    "store.database_url",
+                    format!(
+                        "the config file must not hold a password: set {} or PGPASSWORD instead",
+                        StoreConfig::DATABASE_URL_ENV
+                    ),
+                ));
+            }
+        }
         if self.server.max_body_bytes == 0 {
             return Err(self.invalid("server.max_body_bytes", "must be greater than 0"));
         }
@@ -487,6 +529,35 @@ impl Config {
         Ok(())
     }
 
+    /// Puts `PASARELA_DATABASE_URL`, when set and not empty, over `store.database_url`. Called
+    /// by whoever loads the configuration to serve, beside the command-line overrides; not by
+    /// `parse`, so that parsing never depends on the environment.
+    pub fn apply_store_env(&mut self) -> Result<(), ConfigError> {
+        let var = StoreConfig::DATABASE_URL_ENV;
+        match std::env::var(var) {
+            Ok(url) if url.is_empty() => Ok(()),
+            Ok(url) => self.override_database_url(var, url),
+            Err(std::env::VarError::NotPresent) => Ok(()),
+            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::Invalid {
+                origin: "environment".into(),
+                key: var.into(),
+                reason: "is not valid UTF-8".into(),
+            }),
+        }
+    }
+
+    /// Sets `store.database_url` from the environment variable `source`, which, unlike the
+    /// file, may carry a password.
+    pub fn override_database_url(&mut self, source: &str, url: String) -> Result<(), ConfigError> {
+        check_database_url(&url).map_err(|reason| ConfigError::Invalid {
+            origin: "environment".into(),
+            key: source.into(),
+            reason,
+        })?;
+        self.store.database_url = Some(SecretString::from(url));
+        Ok(())
+    }
+
     /// Reads the API key of each provider from the environment variable its config names.
     /// A named variable that is unset or empty is an error: better at startup than at the
     /// first request.
@@ -518,6 +589,25 @@ impl Config {
             _ => Err(self.invalid(key, format!("environment variable {var} is not set"))),
         }
     }
+}
+
+/// The engines `store` speaks. The reason never repeats the URL: it may hold a password.
+fn check_database_url(url: &str) -> Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "sqlite" | "postgres" | "postgresql") => Ok(()),
+        Ok(u) => Err(format!(
+            "unsupported scheme `{}`: expected `sqlite://`, `postgres://` or `postgresql://`",
+            u.scheme()
+        )),
+        Err(e) => Err(format!(
+            "not a URL ({e}): expected `sqlite://PATH` or `postgres://USER@HOST/DATABASE`"
+        )),
+    }
+}
+
+fn url_has_password(url: &str) -> bool {
+    reqwest::Url::parse(url)
+        .is_ok_and(|u| u.password().is_some() || u.query_pairs().any(|(key, _)| key == "password"))
 }
 
 #[cfg(test)]
@@ -588,5 +678,72 @@ mod tests {
         let t = d.timeouts.or(*c.providers["up"].timeouts());
         assert_eq!(t.total(), Duration::from_millis(50));
         assert_eq!(t.connect(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn store_defaults_to_sqlite_under_data() {
+        let c = Config::embedded().unwrap();
+        assert_eq!(c.store.data_dir, PathBuf::from("data"));
+        assert!(c.store.database_url.is_none());
+    }
+
+    #[test]
+    fn store_accepts_postgres_and_sqlite_urls() {
+        for url in [
+            "postgres://pasarela@db.internal:5432/registry",
+            "postgresql://pasarela@db.internal/registry?sslmode=require",
+            "sqlite:///var/lib/pasarela/registry.db",
+        ] {
+            let text = format!("[store]\ndatabase_url = \"{url}\"\n");
+            let c = Config::parse(&text, "x.toml").unwrap();
+            assert_eq!(c.store.database_url.unwrap().expose_secret(), url);
+        }
+    }
+
+    #[test]
+    fn store_url_with_another_scheme_is_rejected_with_its_key() {
+        let text = "[store]\ndatabase_url = \"mysql://root@localhost/x\"\n";
+        let msg = Config::parse(text, "x.toml").unwrap_err().to_string();
+        assert!(msg.contains("store.database_url"), "{msg}");
+        assert!(msg.contains("`mysql`"), "{msg}");
+    }
+
+    #[test]
+    fn store_url_with_a_password_in_the_file_is_rejected_without_echoing_it() {
+        for url in [
+            "postgres://pasarela:hunter2@db/registry",
+            "postgres://pasarela@db/registry?password=hunter2",
+        ] {
+            let text = format!("[store]\ndatabase_url = \"{url}\"\n");
+            let msg = Config::parse(&text, "x.toml").unwrap_err().to_string();
+            assert!(msg.contains("PASARELA_DATABASE_URL"), "{msg}");
+            assert!(!msg.contains("hunter2"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn database_url_override_may_carry_a_password_but_is_checked() {
+        let mut c = Config::embedded().unwrap();
+        c.override_database_url("PASARELA_DATABASE_URL", "postgres://u:secret@db/x".into())
+            .unwrap();
+        assert_eq!(
+            c.store.database_url.as_ref().unwrap().expose_secret(),
+            "postgres://u:secret@db/x"
+        );
+        assert!(!format!("{c:?}").contains("secret"));
+        let err = c
+            .override_database_url("PASARELA_DATABASE_URL", "redis://secret@cache".into())
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("PASARELA_DATABASE_URL"), "{msg}");
+        assert!(!msg.contains("secret"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_in_store_is_rejected() {
+        let msg = Config::parse("[store]\ndatadir = \"x\"\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("datadir"), "{msg}");
     }
 }

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod openai;
 pub mod providers;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 
 /// `err: cause: cause …`, since a top-level message alone rarely says what happened.
