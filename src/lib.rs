@@ -7,6 +7,7 @@ pub mod engine;
 pub mod gateway;
 pub mod limits;
 pub mod openai;
+pub mod prompts;
 pub mod providers;
 pub mod server;
 pub mod store;
