@@ -57,6 +57,9 @@ pub struct Config {
     /// Where the gateway keeps what it must remember (prompts, …).
     #[serde(default)]
     pub store: StoreConfig,
+    /// The prompt registry's policy.
+    #[serde(default)]
+    pub prompts: PromptsConfig,
     /// Where the configuration came from, for error messages.
     #[serde(skip)]
     pub origin: String,
@@ -93,6 +96,11 @@ pub struct AuthConfig {
     pub api_key_hashes: Vec<String>,
     /// Environment variables that each hold one accepted key in clear; hashed at startup.
     pub api_key_envs: Vec<String>,
+    /// Keys that may also manage the gateway: the prompt registry's API and the dashboard's
+    /// actions. Admin keys are accepted wherever API keys are.
+    pub admin_key_hashes: Vec<String>,
+    /// Environment variables that each hold one admin key in clear.
+    pub admin_key_envs: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,6 +161,28 @@ pub struct StoreConfig {
 impl StoreConfig {
     /// The environment variable that overrides `store.database_url`.
     pub const DATABASE_URL_ENV: &str = "PASARELA_DATABASE_URL";
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromptsConfig {
+    /// Prompt files that `pasarela prompts push` reads when no directory is given.
+    pub dir: PathBuf,
+    /// Labels that only move with `--force` (CLI) or `"force": true` (API, admin key).
+    pub protected_labels: Vec<String>,
+    /// How often each replica checks the store for label moves made elsewhere, so that its
+    /// prompt cache follows within that time.
+    pub refresh_interval_ms: u64,
+}
+
+impl Default for PromptsConfig {
+    fn default() -> Self {
+        PromptsConfig {
+            dir: PathBuf::from("prompts"),
+            protected_labels: vec!["production".into()],
+            refresh_interval_ms: 2000,
+        }
+    }
 }
 
 impl Default for StoreConfig {
@@ -437,6 +467,14 @@ impl Config {
                 return Err(self.invalid(key, "max_batch and queue_capacity must be at least 1"));
             }
         }
+        if self.prompts.refresh_interval_ms == 0 {
+            return Err(self.invalid("prompts.refresh_interval_ms", "must be greater than 0"));
+        }
+        for label in &self.prompts.protected_labels {
+            if let Err(e) = crate::prompts::Label::parse(label) {
+                return Err(self.invalid("prompts.protected_labels", e.to_string()));
+            }
+        }
         if let Some(url) = &self.store.database_url {
             if let Err(reason) = check_database_url(url.expose_secret()) {
                 return Err(self.invalid("store.database_url", reason));
@@ -580,6 +618,15 @@ impl Config {
             .iter()
             .enumerate()
             .map(|(i, var)| self.read_secret(&format!("auth.api_key_envs[{i}]"), var))
+            .collect()
+    }
+
+    pub fn admin_env_keys(&self) -> Result<Vec<SecretString>, ConfigError> {
+        self.auth
+            .admin_key_envs
+            .iter()
+            .enumerate()
+            .map(|(i, var)| self.read_secret(&format!("auth.admin_key_envs[{i}]"), var))
             .collect()
     }
 

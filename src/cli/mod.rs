@@ -40,16 +40,25 @@ struct ConfigSource {
     /// Configuration file (TOML).
     #[arg(long, short, env = "PASARELA_CONFIG")]
     config: Option<PathBuf>,
+    /// Directory of the embedded SQLite store, overriding `store.data_dir`
+    /// (`PASARELA_DATABASE_URL` selects Postgres instead).
+    #[arg(long, env = "PASARELA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
 }
 
 impl ConfigSource {
     fn load(&self) -> Result<crate::config::Config, crate::config::ConfigError> {
         let local = PathBuf::from("pasarela.toml");
-        match &self.config {
+        let mut config = match &self.config {
             Some(path) => crate::config::Config::from_file(path),
             None if local.is_file() => crate::config::Config::from_file(&local),
             None => crate::config::Config::embedded(),
+        }?;
+        config.apply_store_env()?;
+        if let Some(dir) = &self.data_dir {
+            config.store.data_dir = dir.clone();
         }
+        Ok(config)
     }
 }
 

@@ -48,6 +48,12 @@ impl ApiKeys {
         ApiKeys { hashes }
     }
 
+    /// These keys and `other`'s.
+    pub fn with(mut self, other: &ApiKeys) -> Self {
+        self.hashes.extend(other.hashes.iter().cloned());
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.hashes.is_empty()
     }

@@ -76,6 +76,7 @@ mod file;
 mod ident;
 mod markdown;
 mod params;
+mod registry;
 mod render;
 mod variables;
 
@@ -87,6 +88,7 @@ pub use ident::{
     LABEL_RULE, Label, NAME_RULE, PromptName, PromptRef, PromptVersion, RefError, Selector,
 };
 pub use params::{JsonSchemaSpec, Params, ResponseFormat};
+pub use registry::{DiffLine, Registry, RegistryError, ResolvedPrompt, diff_lines};
 pub use render::{RenderError, RenderedMessage, RenderedPrompt, render};
 pub use variables::{VARIABLE_RULE, VariableName, VariableNameError, VariableSpec, VariableType};
 

@@ -15,6 +15,8 @@ use crate::engine::local_models::LocalModels;
 use crate::engine::source::ModelDirs;
 use crate::gateway::Gateway;
 use crate::limits::{ApiKeyHash, ApiKeys};
+use crate::prompts::Registry;
+use crate::store::Store;
 use crate::telemetry::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +25,10 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Model(#[from] crate::engine::EngineError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot start the prompt registry: {0}")]
+    Registry(#[from] crate::prompts::RegistryError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -47,7 +53,19 @@ impl Application {
             .iter()
             .filter_map(|h| ApiKeyHash::parse(h))
             .collect();
-        let keys = ApiKeys::new(hashes, &config.auth_env_keys()?);
+        let admin_hashes: Vec<ApiKeyHash> = config
+            .auth
+            .admin_key_hashes
+            .iter()
+            .filter_map(|h| ApiKeyHash::parse(h))
+            .collect();
+        let admin_keys = ApiKeys::new(admin_hashes.clone(), &config.admin_env_keys()?);
+        // Admin keys open the API too: one key per operator is enough.
+        let keys = ApiKeys::new(hashes, &config.auth_env_keys()?).with(&admin_keys);
+        let store = Store::open(&config.store).await?;
+        let registry = Arc::new(Registry::new(store, &config.prompts).await?);
+        let shutdown = CancellationToken::new();
+        registry.spawn_refresher(shutdown.clone());
         let dirs = ModelDirs {
             models: config.engine.models_dir.clone(),
             hf_cache: config.engine.hf_cache_dir.clone(),
@@ -86,6 +104,8 @@ impl Application {
         let state = AppState {
             gateway: Arc::new(gateway),
             keys: Arc::new(keys),
+            admin_keys: Arc::new(admin_keys),
+            registry,
             ready: ready.clone(),
             metrics: Metrics::global(),
         };
@@ -94,7 +114,7 @@ impl Application {
             local_addr,
             router: app(state, config.server.max_body_bytes),
             ready,
-            shutdown: CancellationToken::new(),
+            shutdown,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
         })
     }

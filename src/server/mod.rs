@@ -29,12 +29,17 @@ pub use openapi::ApiDoc;
 
 use crate::gateway::Gateway;
 use crate::limits::ApiKeys;
+use crate::prompts::Registry;
 use crate::telemetry::Metrics;
 
 #[derive(Clone)]
 pub struct AppState {
     pub gateway: Arc<Gateway>,
+    /// Every accepted key, admin keys included.
     pub keys: Arc<ApiKeys>,
+    /// Keys that may manage the gateway (prompt registry API, dashboard actions).
+    pub admin_keys: Arc<ApiKeys>,
+    pub registry: Arc<Registry>,
     /// False once shutdown has begun.
     pub ready: Arc<AtomicBool>,
     pub metrics: Metrics,

@@ -11,6 +11,8 @@ use tokio_util::sync::CancellationToken;
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
+    /// The app's data dir (its SQLite store), removed when the app is dropped.
+    pub data_dir: tempfile::TempDir,
     token: CancellationToken,
     join: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -20,6 +22,10 @@ impl TestApp {
     pub async fn spawn(toml: &str) -> TestApp {
         let mut config = Config::parse(toml, "test config").expect("test config is valid");
         config.server.listen = "127.0.0.1:0".parse().unwrap();
+        let data_dir = tempfile::tempdir().expect("a temporary data dir");
+        if config.store.database_url.is_none() {
+            config.store.data_dir = data_dir.path().to_owned();
+        }
         let app = Application::build(config)
             .await
             .expect("application builds");
@@ -29,6 +35,7 @@ impl TestApp {
         TestApp {
             base,
             client: reqwest::Client::new(),
+            data_dir,
             token,
             join: Some(join),
         }

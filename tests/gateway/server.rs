@@ -116,8 +116,10 @@ async fn overhead_excludes_time_spent_waiting_on_the_upstream() {
 
 #[tokio::test]
 async fn without_keys_a_public_listen_address_is_narrowed_to_loopback() {
+    let data = tempfile::tempdir().unwrap();
     let mut config = pasarela::config::Config::parse("", "test").unwrap();
     config.server.listen = "0.0.0.0:0".parse().unwrap();
+    config.store.data_dir = data.path().to_owned();
     let app = pasarela::server::Application::build(config).await.unwrap();
     assert!(app.local_addr().ip().is_loopback(), "{}", app.local_addr());
 
@@ -128,6 +130,7 @@ async fn without_keys_a_public_listen_address_is_narrowed_to_loopback() {
     )
     .unwrap();
     config.server.listen = "0.0.0.0:0".parse().unwrap();
+    config.store.data_dir = data.path().to_owned();
     let app = pasarela::server::Application::build(config).await.unwrap();
     assert!(
         app.local_addr().ip().is_unspecified(),
