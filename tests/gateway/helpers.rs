@@ -12,6 +12,10 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     /// The app's data dir (its SQLite store), removed when the app is dropped.
+    #[allow(
+        dead_code,
+        reason = "shared by several test binaries; only some open the store themselves"
+    )]
     pub data_dir: tempfile::TempDir,
     token: CancellationToken,
     join: Option<JoinHandle<std::io::Result<()>>>,
