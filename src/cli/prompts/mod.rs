@@ -439,8 +439,8 @@ struct Versions {
 
 impl Versions {
     async fn load(registry: &Registry, name: &PromptName) -> anyhow::Result<Versions> {
-        // The store reports an unknown prompt as `NotFound("prompt `x`")`, which reads as no
-        // sentence at all; nothing else of this call is "not found".
+        // The only thing this call can find missing is the prompt itself: say it the way the
+        // other messages of this command do.
         let all = registry.versions(name).await.map_err(|e| match e {
             RegistryError::NotFound(_) => anyhow::anyhow!("no prompt named `{name}`"),
             other => other.into(),
