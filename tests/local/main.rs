@@ -14,6 +14,7 @@ mod helpers;
 mod chat;
 mod embeddings;
 mod loading;
+mod prompts;
 
 use std::path::PathBuf;
 
