@@ -1,7 +1,8 @@
 //! The dashboard at `/ui`: server-rendered pages over the prompt registry (prompt list,
 //! version history with label badges and label moves, side-by-side diffs) and the forms that
 //! move and roll back labels, plus its login. Pages are minijinja templates with HTML
-//! autoescaping; the little JavaScript there is only asks for confirmation.
+//! autoescaping; their little JavaScript only asks for confirmation and requires the
+//! "force" box for protected labels.
 //!
 //! Must not contain SQL or provider calls: everything goes through
 //! [`crate::prompts::Registry`].

@@ -154,7 +154,8 @@ async fn rollback_returns_a_label_to_where_it_pointed_before() {
 #[tokio::test]
 async fn bad_labels_and_unknown_versions_show_the_error_on_the_page() {
     let (app, reg) = app_with_two_versions().await;
-    let cases: [(&[(&str, &str)], u16, &str); 5] = [
+    type Fields<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Fields, u16, &str); 5] = [
         (
             &[("label", "staging"), ("version", "9")],
             404,

@@ -1,7 +1,8 @@
 // Drives the pasarela dashboard in headless Chromium (Debian's, not Playwright's download):
 // opens /ui (logging in first when PASARELA_ADMIN_KEY is set), goes to the prompt, moves its
 // `staging` label to version 1 through the form, answering the confirmation dialog (first
-// "cancel", which must change nothing, then "OK"), and saves a screenshot of the result.
+// "cancel", which must change nothing, then "OK"), and saves a screenshot of the result;
+// then opens the diff of versions 1 and 2 and saves it beside (`…-diff.png`).
 //
 // usage: node dashboard.mjs BASE_URL SCREENSHOT.png [PROMPT_NAME]
 // tests/dashboard/browser.rs runs it and checks the label in the registry afterwards.
@@ -72,6 +73,18 @@ async function main() {
     if (!badge.includes("staging")) throw new Error(`v1 has no staging badge: ${badge}`);
 
     await page.screenshot({ path: screenshot, fullPage: true });
+
+    // The diff between the two versions: deleted lines on the left, inserted on the right.
+    await Promise.all([
+      page.waitForURL(/\/diff\?from=1&to=2$/),
+      page.click(`#versions a[href="/ui/prompts/${prompt}/diff?from=1&to=2"]`),
+    ]);
+    const deleted = await page.locator("#diff td.del").count();
+    const inserted = await page.locator("#diff td.ins").count();
+    if (deleted === 0 || inserted === 0) {
+      throw new Error(`diff shows ${deleted} deleted and ${inserted} inserted lines`);
+    }
+    await page.screenshot({ path: screenshot.replace(/\.png$/, "-diff.png"), fullPage: true });
     if (problems.length > 0) throw new Error(problems.join("\n"));
     console.log(JSON.stringify({ ok: true, confirmation: asked, notice: notice.trim() }));
   } finally {
