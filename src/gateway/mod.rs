@@ -5,6 +5,7 @@
 //! Must not contain HTTP types: it speaks in OpenAI wire types and `GatewayError`.
 
 mod error;
+pub mod prompt;
 mod route;
 mod validate;
 

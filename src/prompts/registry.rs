@@ -143,7 +143,10 @@ impl Registry {
     }
 
     /// The content a reference names now, from the cache when it is there.
-    pub async fn resolve(&self, reference: &PromptRef) -> Result<Arc<ResolvedPrompt>, RegistryError> {
+    pub async fn resolve(
+        &self,
+        reference: &PromptRef,
+    ) -> Result<Arc<ResolvedPrompt>, RegistryError> {
         let key = reference.to_string();
         if let Some(hit) = self.cache_get(&key) {
             return Ok(hit);
@@ -191,13 +194,19 @@ impl Registry {
         let before = self.seen_changes.swap(now, Ordering::SeqCst);
         if now != before {
             self.forget_labels();
-            tracing::debug!(changes = now, "prompt registry changed; label cache dropped");
+            tracing::debug!(
+                changes = now,
+                "prompt registry changed; label cache dropped"
+            );
         }
         Ok(now != before)
     }
 
     /// Runs `refresh` every `prompts.refresh_interval_ms` until `stop` is cancelled.
-    pub fn spawn_refresher(self: &Arc<Self>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_refresher(
+        self: &Arc<Self>,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let registry = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(registry.refresh_interval);
@@ -283,7 +292,10 @@ impl Registry {
     pub async fn versions(&self, name: &PromptName) -> Result<Vec<LabelledVersion>, RegistryError> {
         let versions = self.store.prompts().list_versions(name.as_str()).await?;
         if versions.is_empty() {
-            return Err(RegistryError::NotFound(format!("no prompt named `{}`", name.as_str())));
+            return Err(RegistryError::NotFound(format!(
+                "no prompt named `{}`",
+                name.as_str()
+            )));
         }
         Ok(versions)
     }
@@ -295,12 +307,21 @@ impl Registry {
     }
 
     /// A version as the YAML a prompt file would hold: what diffs compare and `pull` writes.
-    pub async fn version_yaml(&self, name: &PromptName, version: i64) -> Result<String, RegistryError> {
+    pub async fn version_yaml(
+        &self,
+        name: &PromptName,
+        version: i64,
+    ) -> Result<String, RegistryError> {
         let reference = PromptRef {
             name: name.clone(),
             selector: Selector::Version(
                 super::PromptVersion::new(u32::try_from(version).unwrap_or(0)).ok_or_else(
-                    || RegistryError::NotFound(format!("no version {version} of `{}`", name.as_str())),
+                    || {
+                        RegistryError::NotFound(format!(
+                            "no version {version} of `{}`",
+                            name.as_str()
+                        ))
+                    },
                 )?,
             ),
         };

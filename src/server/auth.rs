@@ -1,4 +1,4 @@
-//! Bearer-key authentication for `/v1` routes.
+//! Bearer-key authentication: API keys for `/v1`, admin keys for `/api`.
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -12,16 +12,7 @@ pub async fn require_key(State(state): State<AppState>, req: Request, next: Next
     if state.keys.is_empty() {
         return next.run(req).await;
     }
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
-        .map(str::trim);
-    match presented {
+    match bearer(&req) {
         None => ApiError::unauthorized(
             "You didn't provide an API key. Provide it in the Authorization header as \
              'Authorization: Bearer YOUR_KEY'.",
@@ -30,4 +21,44 @@ pub async fn require_key(State(state): State<AppState>, req: Request, next: Next
         Some(key) if state.keys.accepts(key) => next.run(req).await,
         Some(_) => ApiError::unauthorized("Incorrect API key provided.").into_response(),
     }
+}
+
+/// Admin routes: open when the gateway has no keys at all (it then listens on loopback only),
+/// otherwise only to an admin key.
+pub async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.keys.is_empty() {
+        return next.run(req).await;
+    }
+    match bearer(&req) {
+        None => ApiError::unauthorized(
+            "This endpoint needs an admin key in the Authorization header ('Authorization: \
+             Bearer ADMIN_KEY').",
+        )
+        .into_response(),
+        Some(key) if state.admin_keys.accepts(key) => next.run(req).await,
+        Some(_) if state.admin_keys.is_empty() => ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            "No admin keys are configured ([auth] admin_key_hashes or admin_key_envs): the \
+             admin API is closed.",
+        )
+        .into_response(),
+        Some(_) => ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            "This endpoint needs an admin key; the key provided is not one.",
+        )
+        .into_response(),
+    }
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    req.headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
 }

@@ -12,7 +12,9 @@ use crate::openai::error::{ErrorBody, ErrorResponse};
 #[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub body: ErrorBody,
+    /// Boxed: errors travel in `Result`s on every handler path, and a small `Err` keeps
+    /// them cheap to move.
+    pub body: Box<ErrorBody>,
     pub retry_after: Option<Duration>,
     /// The full cause, for the log line; never sent to the client beyond `body.message`.
     pub detail: String,
@@ -28,12 +30,12 @@ impl ApiError {
         ApiError {
             status,
             detail: message.clone(),
-            body: ErrorBody {
+            body: Box::new(ErrorBody {
                 message,
                 kind: kind.to_owned(),
                 param: None,
                 code: None,
-            },
+            }),
             retry_after: None,
         }
     }
@@ -67,12 +69,12 @@ impl From<GatewayError> for ApiError {
         let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_GATEWAY);
         ApiError {
             status,
-            body: ErrorBody {
+            body: Box::new(ErrorBody {
                 message: e.client_message(),
                 kind: e.kind().to_owned(),
                 param: e.param(),
                 code: e.code(),
-            },
+            }),
             retry_after: e.retry_after(),
             detail: crate::error_chain(&e),
         }
@@ -82,7 +84,7 @@ impl From<GatewayError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp =
-            (self.status, axum::Json(ErrorResponse { error: self.body })).into_response();
+            (self.status, axum::Json(ErrorResponse { error: *self.body })).into_response();
         if let Some(wait) = self.retry_after {
             // Whole seconds, rounded up: a client must not come back early.
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

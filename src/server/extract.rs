@@ -19,21 +19,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(body_error)?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
-        let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let mut err = ApiError::invalid_request(if inner.is_syntax() || inner.is_eof() {
-                format!("We could not parse the JSON body of your request: {inner}")
-            } else if path == "." {
-                format!("Invalid request body: {inner}")
-            } else {
-                format!("Invalid value for '{path}': {inner}")
-            });
-            if path != "." {
-                err = err.param(path);
-            }
-            err
-        })?;
+        let value = serde_path_to_error::deserialize(&mut de).map_err(path_error)?;
         de.end().map_err(|e| {
             ApiError::invalid_request(format!(
                 "We could not parse the JSON body of your request: {e}"
@@ -54,4 +40,25 @@ fn body_error(rejection: BytesRejection) -> ApiError {
     } else {
         ApiError::invalid_request(format!("Could not read the request body: {rejection}"))
     }
+}
+
+/// Types an already parsed body, naming the field at fault like the extractor does.
+pub fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(path_error)
+}
+
+fn path_error(e: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let mut err = ApiError::invalid_request(if inner.is_syntax() || inner.is_eof() {
+        format!("We could not parse the JSON body of your request: {inner}")
+    } else if path == "." {
+        format!("Invalid request body: {inner}")
+    } else {
+        format!("Invalid value for '{path}': {inner}")
+    });
+    if path != "." {
+        err = err.param(path);
+    }
+    err
 }

@@ -5,13 +5,16 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::{Path, State};
-use axum::http::HeaderValue;
+use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+use tracing::Instrument;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::Json;
+use super::extract::{Json, from_value};
 use super::sse;
+use crate::gateway::prompt::{self, PromptError};
 use crate::gateway::{Reply, Served};
 use crate::openai::chat::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest};
 use crate::openai::completions::{Completion, CompletionRequest};
@@ -21,6 +24,9 @@ use crate::openai::models::{Model, ModelList};
 use crate::telemetry::UpstreamClock;
 
 pub const DEPLOYMENT_HEADER: &str = "x-pasarela-deployment";
+/// The registry prompt a chat request used, and its version.
+pub const PROMPT_NAME_HEADER: &str = "x-pasarela-prompt-name";
+pub const PROMPT_VERSION_HEADER: &str = "x-pasarela-prompt-version";
 
 fn with_deployment(mut resp: Response, deployment: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(deployment) {
@@ -43,14 +49,53 @@ fn with_deployment(mut resp: Response, deployment: &str) -> Response {
 pub async fn chat_completions(
     State(state): State<AppState>,
     Extension(clock): Extension<Arc<UpstreamClock>>,
-    Json(req): Json<ChatCompletionRequest>,
+    headers: HeaderMap,
+    Json(mut body): Json<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
-    let Served { value, deployment } = state.gateway.chat(req, &clock).await?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let applied = prompt::apply(
+        &state.registry,
+        &mut body,
+        header(prompt::PROMPT_HEADER),
+        header(prompt::VARIABLES_HEADER),
+    )
+    .await?;
+    let req: ChatCompletionRequest = from_value(Value::Object(body))?;
+    let span = match &applied {
+        Some(p) => tracing::info_span!("chat", prompt.name = %p.name, prompt.version = p.version),
+        None => tracing::Span::none(),
+    };
+    let Served { value, deployment } = state.gateway.chat(req, &clock).instrument(span).await?;
     let resp = match value {
         Reply::Complete(c) => axum::Json(c).into_response(),
         Reply::Stream(s) => sse::respond(s, "/v1/chat/completions"),
     };
-    Ok(with_deployment(resp, &deployment))
+    let mut resp = with_deployment(resp, &deployment);
+    if let Some(p) = applied {
+        let h = resp.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&p.name) {
+            h.insert(PROMPT_NAME_HEADER, v);
+        }
+        h.insert(PROMPT_VERSION_HEADER, HeaderValue::from(p.version));
+    }
+    Ok(resp)
+}
+
+impl From<PromptError> for ApiError {
+    fn from(e: PromptError) -> Self {
+        match e {
+            PromptError::Invalid { message, param } => {
+                ApiError::invalid_request(message).param(param)
+            }
+            PromptError::NotFound(message) => ApiError::not_found(message).code("prompt_not_found"),
+            PromptError::Broken(message) => ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                message,
+            ),
+            PromptError::Registry(e) => e.into(),
+        }
+    }
 }
 
 /// Creates a text completion (legacy), as JSON or as server-sent events.

@@ -11,6 +11,7 @@ mod handlers;
 mod health;
 mod observe;
 mod openapi;
+mod prompts_api;
 mod sse;
 
 use std::sync::Arc;
@@ -19,11 +20,11 @@ use std::sync::atomic::AtomicBool;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 
 pub use application::{Application, StartError};
 pub use error::ApiError;
-pub use handlers::DEPLOYMENT_HEADER;
+pub use handlers::{DEPLOYMENT_HEADER, PROMPT_NAME_HEADER, PROMPT_VERSION_HEADER};
 pub use observe::OVERHEAD_HEADER;
 pub use openapi::ApiDoc;
 
@@ -55,8 +56,30 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         // Model ids may contain slashes (`meta-llama/Llama-3.1-8B`).
         .route("/v1/models/{*id}", get(handlers::get_model))
         .route_layer(from_fn_with_state(state.clone(), auth::require_key));
+    let admin = Router::new()
+        .route(
+            "/api/prompts",
+            get(prompts_api::list).post(prompts_api::push),
+        )
+        .route("/api/prompts/{name}", get(prompts_api::detail))
+        .route(
+            "/api/prompts/{name}/versions/{selector}",
+            get(prompts_api::version),
+        )
+        .route("/api/prompts/{name}/history", get(prompts_api::history))
+        .route("/api/prompts/{name}/diff", get(prompts_api::diff))
+        .route(
+            "/api/prompts/{name}/labels/{label}",
+            put(prompts_api::move_label),
+        )
+        .route(
+            "/api/prompts/{name}/labels/{label}/rollback",
+            post(prompts_api::rollback),
+        )
+        .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     Router::new()
         .merge(v1)
+        .merge(admin)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

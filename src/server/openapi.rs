@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use super::{handlers, health};
+use super::{handlers, health, prompts_api};
 use crate::openai::{chat, completions, embeddings, error, models};
 
 #[derive(OpenApi)]
@@ -12,15 +12,22 @@ use crate::openai::{chat, completions, embeddings, error, models};
         handlers::chat_completions, handlers::completions, handlers::embeddings,
         handlers::list_models, handlers::get_model,
         health::healthz, health::readyz, health::metrics, spec,
+        prompts_api::list, prompts_api::push, prompts_api::detail, prompts_api::version,
+        prompts_api::history, prompts_api::move_label, prompts_api::rollback, prompts_api::diff,
     ),
     components(schemas(
         chat::ChatCompletionRequest, chat::ChatCompletion, chat::ChatCompletionChunk,
         completions::CompletionRequest, completions::Completion,
         embeddings::EmbeddingRequest, embeddings::EmbeddingResponse,
         models::Model, models::ModelList, error::ErrorResponse, health::Health,
+        prompts_api::PromptList, prompts_api::PushRequest, prompts_api::PushResponse,
+        prompts_api::PromptDetail, prompts_api::VersionContent, prompts_api::LabelHistory,
+        prompts_api::MoveLabelRequest, prompts_api::RollbackRequest,
+        prompts_api::LabelMoveResult, prompts_api::VersionDiff,
     )),
     modifiers(&BearerAuth),
     tags((name = "openai", description = "OpenAI-compatible endpoints"),
+         (name = "prompts", description = "The prompt registry (admin key when keys are configured)"),
          (name = "operations", description = "Probes, metrics and this document")),
 )]
 pub struct ApiDoc;

@@ -50,7 +50,7 @@ fn error_event(e: ProviderError, endpoint: &'static str) -> Event {
     tracing::warn!(endpoint, error = %crate::error_chain(&e), "stream failed after it started");
     metrics::counter!(names::STREAM_ERRORS, "endpoint" => endpoint).increment(1);
     let api = ApiError::from(GatewayError::Upstream(e));
-    let body = ErrorResponse { error: api.body };
+    let body = ErrorResponse { error: *api.body };
     let json = serde_json::to_string(&body)
         .unwrap_or_else(|_| r#"{"error":{"message":"stream failed","type":"server_error","param":null,"code":null}}"#.into());
     Event::default().data(json)

@@ -82,8 +82,18 @@ async fn moving_a_label_in_a_real_browser_changes_the_registry() {
     );
     assert!(stdout.contains(r#""ok":true"#), "{stdout}");
 
-    // Checked through a registry on the gateway's store: the admin API (`GET /api/prompts/…`)
-    // is not on `main` yet, and the store is what it would read.
+    // Checked through the admin API, as an operator's script would see the change.
+    let detail: serde_json::Value = app
+        .client
+        .get(app.url("/api/prompts/greeting"))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["labels"]["staging"], 1, "{detail}");
     assert_eq!(label_version(&reg, "greeting", "staging").await, Some(1));
     let history = reg.history(&name).await.unwrap();
     let last = history.last().unwrap();

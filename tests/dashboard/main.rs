@@ -14,6 +14,12 @@
     reason = "shared with tests/gateway; the dashboard uses only part of it"
 )]
 mod helpers;
+#[path = "../gateway/openai_upstream.rs"]
+#[expect(
+    dead_code,
+    reason = "shared with tests/gateway; the dashboard needs only chat replies"
+)]
+mod openai_upstream;
 
 mod actions;
 mod auth;

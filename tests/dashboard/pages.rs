@@ -1,6 +1,8 @@
 //! What the pages show: the prompt list, one prompt's versions and history, diffs, and the
 //! error pages for what does not exist.
 
+use crate::helpers::{TestApp, one_route};
+use crate::openai_upstream::{OpenAiUpstream, Reply};
 use crate::{FormFields, label_version, no_redirects, open_app, page, prompt_yaml, push, registry};
 use pasarela::prompts::{Label, PromptName};
 
@@ -218,4 +220,35 @@ async fn static_files_are_served_from_the_binary() {
     assert_eq!(resp.status(), 200);
     assert!(resp.text().await.unwrap().contains("confirm"));
     assert_eq!(app.get("/ui/static/nope.js").await.status(), 404);
+}
+
+#[tokio::test]
+async fn requests_served_per_version_are_counted_since_the_gateway_started() {
+    let up = OpenAiUpstream::start(Reply::Chat("Hello!".into())).await;
+    let app = TestApp::spawn(&one_route(&up.base_url(), "")).await;
+    let reg = registry(&app).await;
+    push(&reg, &prompt_yaml("greeting", "Say hi"), "one").await;
+    push(&reg, &prompt_yaml("greeting", "Say hello"), "two").await;
+    for reference in ["greeting#1", "greeting#1", "greeting#2"] {
+        let resp = app
+            .client
+            .post(app.url("/v1/chat/completions"))
+            .header("x-pasarela-prompt", reference)
+            .json(&serde_json::json!({"model": "gpt-test"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{reference}");
+    }
+
+    let (_, html) = page(app.get("/ui/prompts/greeting").await).await;
+    let served = |version: &str| {
+        let row = &html[html.find(&format!(r#"<tr id="{version}">"#)).unwrap()..];
+        let row = &row[..row.find("</tr>").unwrap()];
+        cell(row, "num")
+            .trim_start_matches(r#"<td class="num">"#)
+            .to_owned()
+    };
+    assert_eq!(served("v1"), "2", "{html}");
+    assert_eq!(served("v2"), "1", "{html}");
 }

@@ -12,9 +12,10 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     /// The app's data dir (its SQLite store), removed when the app is dropped.
-    // `allow`, not `expect`: this file is compiled into two test binaries, and only
-    // tests/dashboard reads the field; the gateway's tests only keep the dir alive.
-    #[allow(dead_code, reason = "read by tests/dashboard, not by tests/gateway")]
+    #[allow(
+        dead_code,
+        reason = "shared by several test binaries; only some open the store themselves"
+    )]
     pub data_dir: tempfile::TempDir,
     token: CancellationToken,
     join: Option<JoinHandle<std::io::Result<()>>>,

@@ -9,6 +9,7 @@ mod openai_upstream;
 mod anthropic;
 mod chat;
 mod errors;
+mod prompts;
 mod routing;
 mod sdk;
 mod server;

@@ -26,6 +26,11 @@ impl TestDb {
     pub async fn open(&self) -> Store {
         Store::open(&self.config).await.expect("store opens")
     }
+
+    /// The store settings of this database, for a whole gateway to use.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
 }
 
 /// Runs each `async fn NAME(TestDb)` of the calling module as `sqlite::NAME` and

@@ -13,6 +13,7 @@
 mod backends;
 
 mod concurrency;
-mod crash;
+mod gateway_crash;
 mod open;
 mod prompts;
+mod replicas;
