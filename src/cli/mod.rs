@@ -3,6 +3,7 @@
 
 mod config_cmd;
 mod keys;
+mod prompts;
 mod serve;
 
 use std::path::PathBuf;
@@ -31,6 +32,9 @@ enum Command {
     /// Check a configuration file.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Manage the prompt registry: push prompt files, move labels, show, diff and pull versions.
+    #[command(subcommand)]
+    Prompts(prompts::PromptsCommand),
 }
 
 /// Where the configuration comes from: `--config`/`PASARELA_CONFIG`, else `./pasarela.toml`,
@@ -68,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Keys(cmd) => keys::run(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
+        Command::Prompts(cmd) => prompts::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

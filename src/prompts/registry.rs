@@ -47,7 +47,7 @@ pub enum RegistryError {
 impl From<StoreError> for RegistryError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(what) => RegistryError::NotFound(what),
+            e @ StoreError::NotFound(_) => RegistryError::NotFound(e.to_string()),
             other => RegistryError::Store(other),
         }
     }
