@@ -12,6 +12,7 @@ pub mod providers;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod ui;
 
 /// `err: cause: cause …`, since a top-level message alone rarely says what happened.
 pub fn error_chain(err: &dyn std::error::Error) -> String {
