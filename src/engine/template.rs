@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file;
-use minijinja::value::{Kwargs, ValueKind};
+use minijinja::value::{Kwargs, Serde, ValueKind};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, Value, syntax::SyntaxConfig};
 
 use super::EngineError;
@@ -49,37 +49,11 @@ impl TemplateMessage {
         let mut map: BTreeMap<String, Value> = self
             .extra
             .iter()
-            .map(|(key, value)| (key.clone(), json_to_value(value)))
+            .map(|(key, value)| (key.clone(), Value::from(Serde(value))))
             .collect();
         map.insert("role".into(), Value::from(self.role.as_str()));
         map.insert("content".into(), Value::from(self.content.as_str()));
         Value::from(map)
-    }
-}
-
-/// JSON as template data. (minijinja's serde support is a feature this crate leaves off.)
-fn json_to_value(json: &serde_json::Value) -> Value {
-    match json {
-        serde_json::Value::Null => Value::from(()),
-        serde_json::Value::Bool(b) => Value::from(*b),
-        serde_json::Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::from(u)
-            } else {
-                Value::from(n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
-        serde_json::Value::String(s) => Value::from(s.as_str()),
-        serde_json::Value::Array(items) => {
-            Value::from(items.iter().map(json_to_value).collect::<Vec<_>>())
-        }
-        serde_json::Value::Object(map) => Value::from(
-            map.iter()
-                .map(|(key, value)| (key.clone(), json_to_value(value)))
-                .collect::<BTreeMap<_, _>>(),
-        ),
     }
 }
 
@@ -239,7 +213,10 @@ impl ChatTemplate {
         let messages: Vec<Value> = messages.iter().map(TemplateMessage::to_value).collect();
         context.insert("messages", Value::from(messages));
         context.insert("add_generation_prompt", Value::from(add_generation_prompt));
-        context.insert("tools", tools.map_or(Value::from(()), json_to_value));
+        context.insert(
+            "tools",
+            tools.map_or(Value::from(()), |t| Value::from(Serde(t))),
+        );
         context.insert("documents", Value::from(()));
         if let Some(bos) = &self.tokens.bos {
             context.insert("bos_token", Value::from(bos.as_str()));

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use minijinja::value::{Kwargs, ValueKind};
+use minijinja::value::{Kwargs, Serde, ValueKind};
 use minijinja::{
     AutoEscape, Environment, Error, ErrorKind, UndefinedBehavior, Value, syntax::SyntaxConfig,
 };
@@ -137,7 +137,7 @@ pub fn render(
                 found: json_type_name(value),
             });
         }
-        context.insert(name.as_str(), json_to_value(value));
+        context.insert(name.as_str(), Value::from(Serde(value)));
     }
     let context = Value::from(context);
 
@@ -196,7 +196,7 @@ pub(super) fn check_templates(parts: &ContentParts) -> Result<(), ContentError> 
         .iter()
         .map(|(name, spec)| {
             let value = spec.default.clone().unwrap_or_else(|| sample_of(spec.kind));
-            (name.as_str(), json_to_value(&value))
+            (name.as_str(), Value::from(Serde(&value)))
         })
         .collect();
     let sample = Value::from(sample);
@@ -333,30 +333,4 @@ fn value_to_json(value: &Value) -> Result<serde_json::Value, Error> {
         ),
         _ => serde_json::Value::String(value.to_string()),
     })
-}
-
-/// JSON as template data. (minijinja's serde support is a feature this crate leaves off.)
-fn json_to_value(json: &serde_json::Value) -> Value {
-    match json {
-        serde_json::Value::Null => Value::from(()),
-        serde_json::Value::Bool(b) => Value::from(*b),
-        serde_json::Value::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::from(u)
-            } else {
-                Value::from(n.as_f64().unwrap_or(f64::NAN))
-            }
-        }
-        serde_json::Value::String(s) => Value::from(s.as_str()),
-        serde_json::Value::Array(items) => {
-            Value::from(items.iter().map(json_to_value).collect::<Vec<_>>())
-        }
-        serde_json::Value::Object(map) => Value::from(
-            map.iter()
-                .map(|(key, value)| (key.clone(), json_to_value(value)))
-                .collect::<BTreeMap<_, _>>(),
-        ),
-    }
 }
