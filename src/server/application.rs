@@ -14,7 +14,7 @@ use crate::config::{Config, ConfigError};
 use crate::engine::local_models::LocalModels;
 use crate::engine::source::ModelDirs;
 use crate::gateway::Gateway;
-use crate::limits::{ApiKeyHash, ApiKeys};
+use crate::limits::{ApiKeyHash, ApiKeys, VirtualKeys};
 use crate::prompts::Registry;
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -29,6 +29,8 @@ pub enum StartError {
     Store(#[from] crate::store::StoreError),
     #[error("cannot start the prompt registry: {0}")]
     Registry(#[from] crate::prompts::RegistryError),
+    #[error("cannot load the virtual keys: {0}")]
+    Keys(#[from] crate::limits::KeysError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -63,9 +65,11 @@ impl Application {
         // Admin keys open the API too: one key per operator is enough.
         let keys = ApiKeys::new(hashes, &config.auth_env_keys()?).with(&admin_keys);
         let store = Store::open(&config.store).await?;
-        let registry = Arc::new(Registry::new(store, &config.prompts).await?);
+        let registry = Arc::new(Registry::new(store.clone(), &config.prompts).await?);
+        let virtual_keys = Arc::new(VirtualKeys::load(store).await?);
         let shutdown = CancellationToken::new();
         registry.spawn_refresher(shutdown.clone());
+        virtual_keys.spawn_refresher(shutdown.clone());
         let dirs = ModelDirs {
             models: config.engine.models_dir.clone(),
             hf_cache: config.engine.hf_cache_dir.clone(),
@@ -105,6 +109,7 @@ impl Application {
             gateway: Arc::new(gateway),
             keys: Arc::new(keys),
             admin_keys: Arc::new(admin_keys),
+            virtual_keys,
             registry,
             ready: ready.clone(),
             metrics: Metrics::global(),

@@ -1,4 +1,5 @@
-//! Bearer-key authentication: API keys for `/v1`, admin keys for `/api`.
+//! Bearer-key authentication: API keys and virtual keys for `/v1`, admin keys for `/api`.
+//! A virtual key's limits are applied here, before the handler (see [`super::key_limits`]).
 
 use axum::extract::{Request, State};
 use axum::http::header;
@@ -7,8 +8,15 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
+use super::key_limits;
 
+/// `/v1`: a virtual key is checked against its limits; a configured key passes unlimited.
+/// With no configured keys the gateway is open (and on loopback), but a virtual key presented
+/// there still has its limits applied.
 pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(policy) = bearer(&req).and_then(|key| state.virtual_keys.find(key)) {
+        return key_limits::enforce(policy, req, next).await;
+    }
     if state.keys.is_empty() {
         return next.run(req).await;
     }

@@ -9,6 +9,8 @@ mod error;
 mod extract;
 mod handlers;
 mod health;
+mod key_limits;
+mod keys_api;
 mod observe;
 mod openapi;
 mod prompts_api;
@@ -20,16 +22,17 @@ use std::sync::atomic::AtomicBool;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 
 pub use application::{Application, StartError};
 pub use error::ApiError;
 pub use handlers::{DEPLOYMENT_HEADER, PROMPT_NAME_HEADER, PROMPT_VERSION_HEADER};
+pub use key_limits::{LIMIT_REQUESTS, REMAINING_REQUESTS, RESET_REQUESTS};
 pub use observe::OVERHEAD_HEADER;
 pub use openapi::ApiDoc;
 
 use crate::gateway::Gateway;
-use crate::limits::ApiKeys;
+use crate::limits::{ApiKeys, VirtualKeys};
 use crate::prompts::Registry;
 use crate::telemetry::Metrics;
 
@@ -40,6 +43,8 @@ pub struct AppState {
     pub keys: Arc<ApiKeys>,
     /// Keys that may manage the gateway (prompt registry API, dashboard actions).
     pub admin_keys: Arc<ApiKeys>,
+    /// Keys made at run time, with their limits.
+    pub virtual_keys: Arc<VirtualKeys>,
     pub registry: Arc<Registry>,
     /// False once shutdown has begun.
     pub ready: Arc<AtomicBool>,
@@ -76,6 +81,8 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
             "/api/prompts/{name}/labels/{label}/rollback",
             post(prompts_api::rollback),
         )
+        .route("/api/keys", get(keys_api::list).post(keys_api::create))
+        .route("/api/keys/{name}", delete(keys_api::revoke))
         .route_layer(from_fn_with_state(state.clone(), auth::require_admin));
     Router::new()
         .merge(v1)

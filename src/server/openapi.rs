@@ -2,7 +2,7 @@
 
 use utoipa::OpenApi;
 
-use super::{handlers, health, prompts_api};
+use super::{handlers, health, keys_api, prompts_api};
 use crate::openai::{chat, completions, embeddings, error, models};
 
 #[derive(OpenApi)]
@@ -14,6 +14,7 @@ use crate::openai::{chat, completions, embeddings, error, models};
         health::healthz, health::readyz, health::metrics, spec,
         prompts_api::list, prompts_api::push, prompts_api::detail, prompts_api::version,
         prompts_api::history, prompts_api::move_label, prompts_api::rollback, prompts_api::diff,
+        keys_api::create, keys_api::list, keys_api::revoke,
     ),
     components(schemas(
         chat::ChatCompletionRequest, chat::ChatCompletion, chat::ChatCompletionChunk,
@@ -24,10 +25,13 @@ use crate::openai::{chat, completions, embeddings, error, models};
         prompts_api::PromptDetail, prompts_api::VersionContent, prompts_api::LabelHistory,
         prompts_api::MoveLabelRequest, prompts_api::RollbackRequest,
         prompts_api::LabelMoveResult, prompts_api::VersionDiff,
+        keys_api::CreateKeyRequest, keys_api::CreatedKeyResponse, keys_api::KeyInfo,
+        keys_api::KeyList,
     )),
     modifiers(&BearerAuth),
     tags((name = "openai", description = "OpenAI-compatible endpoints"),
          (name = "prompts", description = "The prompt registry (admin key when keys are configured)"),
+         (name = "keys", description = "Virtual keys and their limits (admin key when keys are configured)"),
          (name = "operations", description = "Probes, metrics and this document")),
 )]
 pub struct ApiDoc;

@@ -1,6 +1,6 @@
 //! Persistence: an embedded SQLite database under `store.data_dir` by default, or a shared
 //! Postgres when `store.database_url` names one; their migrations; and one repository per
-//! aggregate ([`Prompts`] so far). Every SQL statement of the gateway lives in this module.
+//! aggregate ([`Prompts`], [`Keys`]). Every SQL statement of the gateway lives in this module.
 //! Repositories take and return domain values, never rows, and each write is one transaction.
 //!
 //! Both engines run the same statements through `sqlx::Any`: they are written once, with `$1`
@@ -14,7 +14,10 @@
 //! Must not contain policy (which labels are protected, what a valid name is, who may write),
 //! nor anything of HTTP.
 
+mod keys;
 mod prompts;
+
+pub use keys::{Budget, BudgetPeriod, Keys, NewKey, VirtualKey};
 
 pub use prompts::{
     LATEST_LABEL, LabelMove, LabelledVersion, MoveCause, MoveOutcome, NewVersion, PromptSummary,
@@ -163,6 +166,7 @@ const _: fn() = || {
     fn shared<T: Clone + Send + Sync + 'static>() {}
     shared::<Store>();
     shared::<Prompts>();
+    shared::<Keys>();
 };
 
 impl Store {
@@ -290,6 +294,11 @@ impl Store {
     /// The prompt registry's repository.
     pub fn prompts(&self) -> Prompts {
         Prompts::new(self.pool.clone(), self.backend)
+    }
+
+    /// The virtual keys' repository.
+    pub fn keys(&self) -> Keys {
+        Keys::new(self.pool.clone(), self.backend)
     }
 
     /// Waits for the pool's connections to close; SQLite folds its WAL back into the database

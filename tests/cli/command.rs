@@ -76,9 +76,18 @@ impl TestCli {
 
     /// `pasarela prompts ARGS…` in this directory, with only the environment this test set.
     pub fn prompts(&self, args: &[&str]) -> Run {
+        self.run("prompts", args)
+    }
+
+    /// `pasarela keys ARGS…`, like [`TestCli::prompts`].
+    pub fn keys(&self, args: &[&str]) -> Run {
+        self.run("keys", args)
+    }
+
+    fn run(&self, subcommand: &str, args: &[&str]) -> Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pasarela"));
         command
-            .arg("prompts")
+            .arg(subcommand)
             .args(args)
             .current_dir(self.dir.path());
         for key in [

@@ -10,5 +10,6 @@
 
 mod command;
 
+mod keys;
 mod postgres;
 mod prompts;

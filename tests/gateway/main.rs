@@ -9,6 +9,7 @@ mod openai_upstream;
 mod anthropic;
 mod chat;
 mod errors;
+mod keys;
 mod prompts;
 mod routing;
 mod sdk;

@@ -14,6 +14,7 @@ mod backends;
 
 mod concurrency;
 mod gateway_crash;
+mod keys;
 mod open;
 mod prompts;
 mod replicas;
