@@ -19,6 +19,7 @@
 mod cache;
 mod config;
 mod cpu_attention;
+mod int8_matmul;
 mod weights;
 
 #[cfg(test)]
@@ -28,7 +29,7 @@ use std::fs::File;
 use std::path::Path;
 
 use candle_core::quantized::gguf_file::Content;
-use candle_core::{D, DType, Device, Module, Tensor};
+use candle_core::{D, DType, Device, Tensor};
 
 pub use cache::SequenceCache;
 pub use config::{Architecture, LlamaConfig, RopeStyle};

@@ -13,13 +13,31 @@ use candle_core::quantized::{GgmlDType, QMatMul, QStorage, QTensor};
 use candle_core::{Device, Module, Tensor};
 
 use super::config::LlamaConfig;
+use super::int8_matmul::Int8Matrix;
 use crate::engine::EngineError;
+
+/// A weight matrix applied as `x · Wᵀ`: by `int8_matmul` where it applies (Q8_0 on an x86 CPU
+/// with AVX2), else by candle.
+pub(super) enum Matmul {
+    Candle(QMatMul),
+    Int8(Int8Matrix),
+}
+
+impl Matmul {
+    /// `x`: `[rows, in]`; returns `[rows, out]`.
+    pub(super) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Matmul::Candle(m) => m.forward(x),
+            Matmul::Int8(m) => m.forward(x),
+        }
+    }
+}
 
 /// A matrix applied as `x · Wᵀ` (+ bias), possibly several matrices stacked by rows whose
 /// outputs come out side by side on the last dimension.
 pub(super) struct Linear {
     /// One entry when the parts could be fused (the usual case), else one per part.
-    parts: Vec<QMatMul>,
+    parts: Vec<Matmul>,
     bias: Option<Tensor>,
 }
 
@@ -47,11 +65,11 @@ pub(super) struct Layer {
     pub attn_norm: Tensor,
     /// Rows: q (`n_head · head_dim`), then k and v (`n_kv_head · head_dim` each).
     pub qkv: Linear,
-    pub attn_output: QMatMul,
+    pub attn_output: Matmul,
     pub ffn_norm: Tensor,
     /// Rows: gate (`feed_forward_length`), then up.
     pub gate_up: Linear,
-    pub down: QMatMul,
+    pub down: Matmul,
 }
 
 pub(super) struct Weights {
@@ -59,7 +77,7 @@ pub(super) struct Weights {
     pub token_embd: QMatMul,
     pub output_norm: Tensor,
     /// `output.weight`, or the token embeddings when the model ties them (SmolLM2).
-    pub output: QMatMul,
+    pub output: Matmul,
     pub layers: Vec<Layer>,
     /// Per-frequency divisors of the RoPE angles (`rope_freqs.weight`, Llama 3.1 scaling).
     pub rope_freq_factors: Option<Vec<f32>>,
@@ -151,6 +169,15 @@ impl Reader<'_> {
         QMatMul::from_qtensor(t).map_err(|e| self.error(format!("tensor {name}: {e}")))
     }
 
+    /// A weight matrix for the forward pass: `int8_matmul`'s layout where it applies.
+    fn matmul(&self, name: &str, t: QTensor) -> Result<Matmul, EngineError> {
+        match Int8Matrix::from_qtensor(&t) {
+            Ok(Some(m)) => Ok(Matmul::Int8(m)),
+            Ok(None) => Ok(Matmul::Candle(self.qmatmul(name, t)?)),
+            Err(e) => Err(self.error(format!("tensor {name}: {e}"))),
+        }
+    }
+
     /// Stacks matrices that multiply the same input, so one call computes them all.
     fn linear(
         &mut self,
@@ -160,11 +187,11 @@ impl Reader<'_> {
     ) -> Result<Linear, EngineError> {
         let what = names.join("+");
         let parts = match concat_rows(&parts, self.device) {
-            Ok(Some(fused)) => vec![self.qmatmul(&what, fused)?],
+            Ok(Some(fused)) => vec![self.matmul(&what, fused)?],
             Ok(None) => parts
                 .into_iter()
                 .zip(names)
-                .map(|(t, name)| self.qmatmul(name, t))
+                .map(|(t, name)| self.matmul(name, t))
                 .collect::<Result<_, _>>()?,
             Err(e) => return Err(self.error(format!("fusing {what}: {e}"))),
         };
@@ -217,12 +244,20 @@ pub(super) fn load(
     let ffn = config.feed_forward_length;
 
     let token_embd = r.matrix("token_embd.weight", config.vocab_size, hidden)?;
+    let tied_output = match r.has("output.weight") {
+        true => None,
+        false => Int8Matrix::from_qtensor(&token_embd)
+            .map_err(|e| r.error(format!("tensor token_embd.weight: {e}")))?,
+    };
     let token_embd = r.qmatmul("token_embd.weight", token_embd)?;
     let output = if r.has("output.weight") {
         let t = r.matrix("output.weight", config.vocab_size, hidden)?;
-        r.qmatmul("output.weight", t)?
+        r.matmul("output.weight", t)?
     } else {
-        token_embd.clone()
+        match tied_output {
+            Some(m) => Matmul::Int8(m),
+            None => Matmul::Candle(token_embd.clone()),
+        }
     };
     let output_norm = r.vector("output_norm.weight", hidden)?;
     let rope_freq_factors = if r.has("rope_freqs.weight") {
@@ -273,7 +308,7 @@ pub(super) fn load(
 
         let wo_name = name("attn_output.weight");
         let attn_output = r.matrix(&wo_name, hidden, q_dim)?;
-        let attn_output = r.qmatmul(&wo_name, attn_output)?;
+        let attn_output = r.matmul(&wo_name, attn_output)?;
 
         let (gate, up) = (name("ffn_gate.weight"), name("ffn_up.weight"));
         let gate_up_parts = vec![r.matrix(&gate, ffn, hidden)?, r.matrix(&up, ffn, hidden)?];
@@ -281,7 +316,7 @@ pub(super) fn load(
 
         let down_name = name("ffn_down.weight");
         let down = r.matrix(&down_name, hidden, ffn)?;
-        let down = r.qmatmul(&down_name, down)?;
+        let down = r.matmul(&down_name, down)?;
 
         layers.push(Layer {
             attn_norm: r.vector(&name("attn_norm.weight"), hidden)?,
