@@ -138,7 +138,7 @@ impl Keys {
         .fetch_one(&mut *tx)
         .await?;
         let key = virtual_key(&row)?;
-        bump_change_counter(&mut tx).await?;
+        super::change_counter::bump(&mut tx, CHANGE_SCOPE).await?;
         tx.commit().await?;
         Ok(key)
     }
@@ -205,32 +205,19 @@ impl Keys {
             return Err(StoreError::NotFound(format!("active key `{name}`")));
         };
         let key = virtual_key(&row)?;
-        bump_change_counter(&mut tx).await?;
+        super::change_counter::bump(&mut tx, CHANGE_SCOPE).await?;
         tx.commit().await?;
         Ok(key)
     }
 
     /// Raised by every write to the keys; caches compare it to what they loaded.
     pub async fn change_counter(&self) -> Result<i64, StoreError> {
-        let value: Option<i64> =
-            sqlx::query_scalar("SELECT value FROM change_counters WHERE scope = $1")
-                .bind(CHANGE_SCOPE)
-                .fetch_optional(&self.pool)
-                .await?;
-        value.ok_or_else(|| StoreError::Corrupt(format!("no change counter `{CHANGE_SCOPE}`")))
+        super::change_counter::read(&self.pool, CHANGE_SCOPE).await
     }
 
     async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
         Ok(self.pool.begin_with(self.backend.begin_write()).await?)
     }
-}
-
-async fn bump_change_counter(tx: &mut Transaction<'static, Any>) -> Result<(), StoreError> {
-    sqlx::query("UPDATE change_counters SET value = value + 1 WHERE scope = $1")
-        .bind(CHANGE_SCOPE)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
 }
 
 fn limit(row: &AnyRow, column: &str) -> Result<Option<u32>, StoreError> {

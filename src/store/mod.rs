@@ -14,6 +14,7 @@
 //! Must not contain policy (which labels are protected, what a valid name is, who may write),
 //! nor anything of HTTP.
 
+mod change_counter;
 mod keys;
 mod prompts;
 

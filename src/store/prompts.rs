@@ -416,12 +416,7 @@ impl Prompts {
     /// Rises with every write to the registry, in that write's transaction. A replica that
     /// sees a value other than the one it last saw reloads what it caches.
     pub async fn change_counter(&self) -> Result<i64, StoreError> {
-        let value: Option<i64> =
-            sqlx::query_scalar("SELECT value FROM change_counters WHERE scope = $1")
-                .bind(CHANGE_SCOPE)
-                .fetch_optional(&self.pool)
-                .await?;
-        value.ok_or_else(|| StoreError::Corrupt(format!("no change counter `{CHANGE_SCOPE}`")))
+        super::change_counter::read(&self.pool, CHANGE_SCOPE).await
     }
 
     async fn begin_write(&self) -> Result<Transaction<'static, Any>, StoreError> {
@@ -508,11 +503,7 @@ async fn record_move(
         .bind(now)
         .execute(&mut **tx)
         .await?;
-    sqlx::query("UPDATE change_counters SET value = value + 1 WHERE scope = $1")
-        .bind(CHANGE_SCOPE)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    super::change_counter::bump(tx, CHANGE_SCOPE).await
 }
 
 fn version_meta(row: &AnyRow, prompt: &str) -> Result<VersionMeta, StoreError> {
