@@ -60,6 +60,13 @@ pub struct Config {
     /// The prompt registry's policy.
     #[serde(default)]
     pub prompts: PromptsConfig,
+    /// How virtual keys' limits are counted.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// US dollars per million tokens, by route name or deployment (`provider/model`), for
+    /// spend and budgets. Local models cost nothing unless priced here.
+    #[serde(default)]
+    pub prices: BTreeMap<String, crate::limits::Price>,
     /// Where the configuration came from, for error messages.
     #[serde(skip)]
     pub origin: String,
@@ -173,6 +180,26 @@ pub struct PromptsConfig {
     /// How often each replica checks the store for label moves made elsewhere, so that its
     /// prompt cache follows within that time.
     pub refresh_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Output tokens reserved against a key's token rate when a request sets no `max_tokens`;
+    /// the reservation is settled on the real usage when the response ends.
+    pub default_output_tokens: u32,
+    /// Requests per minute per client IP address for callers without a key (the gateway open
+    /// on loopback); none when unset.
+    pub per_ip_rpm: Option<u32>,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            default_output_tokens: 256,
+            per_ip_rpm: None,
+        }
+    }
 }
 
 impl Default for PromptsConfig {
@@ -465,6 +492,23 @@ impl Config {
             }
             if m.max_batch == 0 || m.queue_capacity == 0 {
                 return Err(self.invalid(key, "max_batch and queue_capacity must be at least 1"));
+            }
+        }
+        if self.limits.per_ip_rpm == Some(0) {
+            return Err(self.invalid(
+                "limits.per_ip_rpm",
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
+        for (name, price) in &self.prices {
+            let ok = [price.input_per_million, price.output_per_million]
+                .iter()
+                .all(|v| v.is_finite() && *v >= 0.0);
+            if !ok {
+                return Err(self.invalid(
+                    format!("prices.{name}"),
+                    "prices must be finite, non-negative dollars per million tokens",
+                ));
             }
         }
         if self.prompts.refresh_interval_ms == 0 {

@@ -4,6 +4,7 @@
 //!
 //! Must not contain HTTP types: it speaks in OpenAI wire types and `GatewayError`.
 
+mod accounting;
 mod error;
 pub mod prompt;
 mod route;
@@ -29,7 +30,7 @@ use crate::openai::embeddings::{EmbeddingRequest, EmbeddingResponse};
 use crate::openai::models::Model;
 use crate::providers::local::{LocalChat, LocalEmbedding};
 use crate::providers::{self, ChatStream, CompletionStream, Provider, ProviderError};
-use crate::telemetry::{UpstreamClock, names};
+use crate::telemetry::{Exchange, UpstreamClock, names};
 
 /// A response or a stream of chunks, as the client asked.
 pub enum Reply<T, S> {
@@ -166,73 +167,117 @@ impl Gateway {
 
     pub async fn chat(
         &self,
-        req: ChatCompletionRequest,
-        clock: &UpstreamClock,
+        mut req: ChatCompletionRequest,
+        exchange: &Arc<Exchange>,
     ) -> Result<Served<ChatReply>, GatewayError> {
         validate::chat(&req)?;
         let model = req.model.clone();
-        if req.is_stream() {
-            self.dispatch(&model, clock, |p: Arc<dyn Provider>, upstream_model| {
+        let stream = req.is_stream();
+        exchange.update(|r| {
+            r.model = Some(model.clone());
+            r.stream = stream;
+        });
+        if stream {
+            let client_wants_usage = req.include_usage();
+            req.stream_options = accounting::with_usage(req.stream_options.take());
+            self.dispatch(&model, exchange, |p: Arc<dyn Provider>, upstream_model| {
                 let mut req = req.clone();
                 req.model = upstream_model;
+                let exchange = exchange.clone();
                 async move {
-                    first_chunk_ready(p.chat_stream(req).await?)
-                        .await
-                        .map(Reply::Stream)
+                    // Tracked only once committed: an attempt that fails before its first
+                    // chunk is retried, not recorded.
+                    let s = first_chunk_ready(p.chat_stream(req).await?).await?;
+                    Ok(Reply::Stream(accounting::chat_stream(
+                        s,
+                        exchange,
+                        client_wants_usage,
+                    )))
                 }
             })
             .await
         } else {
-            self.dispatch(&model, clock, |p: Arc<dyn Provider>, upstream_model| {
-                let mut req = req.clone();
-                req.model = upstream_model;
-                async move { p.chat(req).await.map(Reply::Complete) }
-            })
-            .await
+            let served = self
+                .dispatch(&model, exchange, |p: Arc<dyn Provider>, upstream_model| {
+                    let mut req = req.clone();
+                    req.model = upstream_model;
+                    async move { p.chat(req).await.map(Reply::Complete) }
+                })
+                .await?;
+            if let Reply::Complete(c) = &served.value {
+                accounting::chat(exchange, c);
+            }
+            Ok(served)
         }
     }
 
     pub async fn completions(
         &self,
-        req: CompletionRequest,
-        clock: &UpstreamClock,
+        mut req: CompletionRequest,
+        exchange: &Arc<Exchange>,
     ) -> Result<Served<CompletionReply>, GatewayError> {
         validate::completion(&req)?;
         let model = req.model.clone();
-        if req.is_stream() {
-            self.dispatch(&model, clock, |p: Arc<dyn Provider>, upstream_model| {
+        let stream = req.is_stream();
+        exchange.update(|r| {
+            r.model = Some(model.clone());
+            r.stream = stream;
+        });
+        if stream {
+            let client_wants_usage = req
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.include_usage)
+                .unwrap_or(false);
+            req.stream_options = accounting::with_usage(req.stream_options.take());
+            self.dispatch(&model, exchange, |p: Arc<dyn Provider>, upstream_model| {
                 let mut req = req.clone();
                 req.model = upstream_model;
+                let exchange = exchange.clone();
                 async move {
-                    first_chunk_ready(p.completions_stream(req).await?)
-                        .await
-                        .map(Reply::Stream)
+                    // Tracked only once committed: an attempt that fails before its first
+                    // chunk is retried, not recorded.
+                    let s = first_chunk_ready(p.completions_stream(req).await?).await?;
+                    Ok(Reply::Stream(accounting::completion_stream(
+                        s,
+                        exchange,
+                        client_wants_usage,
+                    )))
                 }
             })
             .await
         } else {
-            self.dispatch(&model, clock, |p: Arc<dyn Provider>, upstream_model| {
-                let mut req = req.clone();
-                req.model = upstream_model;
-                async move { p.completions(req).await.map(Reply::Complete) }
-            })
-            .await
+            let served = self
+                .dispatch(&model, exchange, |p: Arc<dyn Provider>, upstream_model| {
+                    let mut req = req.clone();
+                    req.model = upstream_model;
+                    async move { p.completions(req).await.map(Reply::Complete) }
+                })
+                .await?;
+            if let Reply::Complete(c) = &served.value {
+                accounting::completion(exchange, c);
+            }
+            Ok(served)
         }
     }
 
     pub async fn embeddings(
         &self,
         req: EmbeddingRequest,
-        clock: &UpstreamClock,
+        exchange: &Arc<Exchange>,
     ) -> Result<Served<EmbeddingResponse>, GatewayError> {
         validate::embedding(&req)?;
         let model = req.model.clone();
-        self.dispatch(&model, clock, |p: Arc<dyn Provider>, upstream_model| {
-            let mut req = req.clone();
-            req.model = upstream_model;
-            async move { p.embeddings(req).await }
-        })
-        .await
+        exchange.update(|r| r.model = Some(model.clone()));
+        let served = self
+            .dispatch(&model, exchange, |p: Arc<dyn Provider>, upstream_model| {
+                let mut req = req.clone();
+                req.model = upstream_model;
+                async move { p.embeddings(req).await }
+            })
+            .await?;
+        accounting::embeddings(exchange, &served.value);
+        Ok(served)
     }
 
     /// Tries the route for `model`, then its fallbacks in order, until one succeeds or an error
@@ -240,7 +285,7 @@ impl Gateway {
     async fn dispatch<T, F, Fut>(
         &self,
         model: &str,
-        clock: &UpstreamClock,
+        exchange: &Exchange,
         call: F,
     ) -> Result<Served<T>, GatewayError>
     where
@@ -255,8 +300,11 @@ impl Gateway {
             std::iter::once(route).chain(route.fallbacks.iter().filter_map(|f| self.routes.get(f)));
         let mut last = None;
         for route in chain {
-            match self.try_route(route, clock, &call).await {
-                Ok(served) => return Ok(served),
+            match self.try_route(route, exchange.clock(), &call).await {
+                Ok(served) => {
+                    exchange.update(|r| r.deployment = Some(served.deployment.clone()));
+                    return Ok(served);
+                }
                 Err(e) if e.should_fall_back() => {
                     tracing::warn!(route = %route.name, error = %e, "route failed; trying the next fallback");
                     last = Some(e);

@@ -1,12 +1,20 @@
 //! Who may call the gateway and how much: API keys from the config, and virtual keys made at
-//! run time with their allowed models, request rate and concurrency limits. Token rates and
-//! budgets are stored with each virtual key but not enforced yet.
+//! run time with their allowed models, request and token rates, concurrency limits and spend
+//! budgets, and the price table that turns usage into spend.
 
 mod api_keys;
+mod estimate;
+mod gcra;
+mod per_ip;
+mod spend;
 mod virtual_keys;
 
 pub use api_keys::{ApiKeyHash, ApiKeys, generate_key};
+pub use estimate::{Estimate, estimate};
+pub use gcra::{Quota, Refused};
+pub use per_ip::PerIp;
+pub use spend::{OverBudget, Price, Prices, SpendBook, period_end, period_start};
 pub use virtual_keys::{
-    CreatedKey, KeyPolicy, KeySpec, KeysError, REFRESH_INTERVAL, RateDenied, RateStatus,
-    SlotsTaken, VirtualKeys, create_key, list_keys, micro_usd, reset_text, revoke_key,
+    Accounting, CreatedKey, KeyPolicy, KeySpec, KeysError, REFRESH_INTERVAL, RateDenied,
+    RateStatus, SlotsTaken, VirtualKeys, create_key, list_keys, micro_usd, reset_text, revoke_key,
 };

@@ -8,9 +8,9 @@
 //! settings never change once stored, so a refresh keeps the entries of keys it already holds:
 //! their rate limiter and concurrency slots carry on rather than start afresh.
 //!
-//! Enforced here: request rate (GCRA, `governor`, one limiter per key since each key has its
-//! own quota) and concurrent requests (a semaphore per key). Token rate (`tpm`) and spend
-//! budgets are stored and shown but not yet enforced.
+//! Counted here: request rate (GCRA, `governor`, one limiter per key since each key has its
+//! own quota), token rate (the same algorithm with reservations settled afterwards, `gcra`)
+//! and concurrent requests (a semaphore per key). Spend is counted in `spend`.
 //!
 //! Must not contain SQL (that is `store`) nor HTTP (that is `server`).
 
@@ -28,6 +28,8 @@ use secrecy::SecretString;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::gcra::{self, LocalBucket, Refused};
+use super::spend::{Prices, SpendBook};
 use super::{ApiKeyHash, generate_key};
 use crate::store::{Budget, NewKey, Store, StoreError, VirtualKey};
 
@@ -184,20 +186,29 @@ pub struct SlotsTaken;
 
 /// One active key as the request path sees it.
 pub struct KeyPolicy {
+    pub id: i64,
     pub name: String,
     /// Empty: every model.
     pub allowed_models: Vec<String>,
     pub max_concurrent: Option<u32>,
+    pub budget: Option<Budget>,
     rate: Option<Limiter>,
+    /// Tokens per minute: reserved before a call, settled on its usage.
+    tokens: Option<LocalBucket>,
     slots: Option<Arc<Semaphore>>,
 }
 
 impl KeyPolicy {
     fn new(key: &VirtualKey) -> KeyPolicy {
         KeyPolicy {
+            id: key.id,
             name: key.name.clone(),
             allowed_models: key.allowed_models.clone(),
             max_concurrent: key.max_concurrent,
+            budget: key.budget,
+            tokens: key
+                .tpm
+                .map(|tpm| LocalBucket::new(gcra::Quota::per_minute(u64::from(tpm)))),
             // A rate of N per minute allows a burst of N, as OpenAI's per-minute limits do.
             rate: key
                 .rpm
@@ -245,6 +256,33 @@ impl KeyPolicy {
         })
     }
 
+    /// The key's tokens-per-minute limit, if it has one.
+    pub fn token_limit(&self) -> Option<u64> {
+        self.tokens.as_ref().map(|b| b.quota().limit)
+    }
+
+    /// Reserves `estimate` tokens against the key's token rate. None when the key has no
+    /// token limit.
+    pub fn reserve_tokens(&self, estimate: u64) -> Option<Result<RateStatus, Refused>> {
+        Some(self.tokens.as_ref()?.take(estimate))
+    }
+
+    /// Where the key stands against its token rate, without taking any.
+    pub fn token_status(&self) -> Option<RateStatus> {
+        self.tokens.as_ref().map(|b| b.adjust(0))
+    }
+
+    /// Settles a reservation on what the request really used.
+    pub fn settle_tokens(&self, reserved: u64, used: u64) {
+        if let Some(bucket) = &self.tokens {
+            let delta = i64::try_from(used).unwrap_or(i64::MAX)
+                - i64::try_from(reserved).unwrap_or(i64::MAX);
+            if delta != 0 {
+                bucket.adjust(delta);
+            }
+        }
+    }
+
     /// Takes one of the key's concurrent-request slots, held until the permit is dropped.
     /// `Ok(None)` when the key has no such limit; `Err` when every slot is taken.
     pub fn try_start(&self) -> Result<Option<OwnedSemaphorePermit>, SlotsTaken> {
@@ -275,22 +313,43 @@ pub fn reset_text(wait: Duration) -> String {
     }
 }
 
-/// The active virtual keys, by hash, kept in step with the store.
+/// How requests are counted against keys, from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Accounting {
+    pub prices: Prices,
+    /// Output tokens reserved when a request sets no `max_tokens`.
+    pub default_output_tokens: u32,
+}
+
+/// The active virtual keys, by hash, kept in step with the store, and their spend.
 pub struct VirtualKeys {
     store: Store,
     seen_changes: AtomicI64,
     by_hash: RwLock<HashMap<String, Arc<KeyPolicy>>>,
+    spend: Arc<SpendBook>,
+    accounting: Accounting,
 }
 
 impl VirtualKeys {
-    pub async fn load(store: Store) -> Result<VirtualKeys, KeysError> {
+    pub async fn load(store: Store, accounting: Accounting) -> Result<VirtualKeys, KeysError> {
         let keys = VirtualKeys {
+            spend: Arc::new(SpendBook::new(store.clone())),
             store,
             seen_changes: AtomicI64::new(0),
             by_hash: RwLock::new(HashMap::new()),
+            accounting,
         };
+        keys.spend.sync().await?;
         keys.reload().await?;
         Ok(keys)
+    }
+
+    pub fn spend(&self) -> &SpendBook {
+        &self.spend
+    }
+
+    pub fn accounting(&self) -> &Accounting {
+        &self.accounting
     }
 
     pub fn is_empty(&self) -> bool {
@@ -360,11 +419,13 @@ impl VirtualKeys {
         Ok(())
     }
 
-    /// Runs `refresh` every [`REFRESH_INTERVAL`] until `stop` is cancelled.
+    /// Runs `refresh` every [`REFRESH_INTERVAL`] until `stop` is cancelled, and writes spend
+    /// to the store (see [`SpendBook::spawn_syncer`]).
     pub fn spawn_refresher(
         self: &Arc<Self>,
         stop: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
+        self.spend.spawn_syncer(stop.clone());
         let keys = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(REFRESH_INTERVAL);

@@ -2,6 +2,7 @@
 //! serves until its shutdown token fires, then drains in-flight requests and streams.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use crate::config::{Config, ConfigError};
 use crate::engine::local_models::LocalModels;
 use crate::engine::source::ModelDirs;
 use crate::gateway::Gateway;
-use crate::limits::{ApiKeyHash, ApiKeys, VirtualKeys};
+use crate::limits::{Accounting, ApiKeyHash, ApiKeys, PerIp, Prices, VirtualKeys};
 use crate::prompts::Registry;
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -66,10 +67,22 @@ impl Application {
         let keys = ApiKeys::new(hashes, &config.auth_env_keys()?).with(&admin_keys);
         let store = Store::open(&config.store).await?;
         let registry = Arc::new(Registry::new(store.clone(), &config.prompts).await?);
-        let virtual_keys = Arc::new(VirtualKeys::load(store).await?);
+        let accounting = Accounting {
+            prices: Prices::new(config.prices.clone()),
+            default_output_tokens: config.limits.default_output_tokens,
+        };
+        let virtual_keys = Arc::new(VirtualKeys::load(store, accounting).await?);
         let shutdown = CancellationToken::new();
         registry.spawn_refresher(shutdown.clone());
         virtual_keys.spawn_refresher(shutdown.clone());
+        let per_ip = config
+            .limits
+            .per_ip_rpm
+            .and_then(NonZeroU32::new)
+            .map(|rpm| Arc::new(PerIp::per_minute(rpm)));
+        if let Some(per_ip) = &per_ip {
+            spawn_forgetter(per_ip.clone(), shutdown.clone());
+        }
         let dirs = ModelDirs {
             models: config.engine.models_dir.clone(),
             hf_cache: config.engine.hf_cache_dir.clone(),
@@ -110,6 +123,7 @@ impl Application {
             keys: Arc::new(keys),
             admin_keys: Arc::new(admin_keys),
             virtual_keys,
+            per_ip: per_ip.clone(),
             registry,
             ready: ready.clone(),
             metrics: Metrics::global(),
@@ -143,7 +157,11 @@ impl Application {
         tracing::info!(addr = %self.local_addr, "pasarela is listening");
         let token = self.shutdown.clone();
         let ready = self.ready.clone();
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(async move {
+        // The peer address is kept for per-address limits.
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(self.listener, service).with_graceful_shutdown(async move {
             token.cancelled().await;
             ready.store(false, Ordering::Relaxed);
             tracing::info!("shutting down: draining in-flight requests");
@@ -161,4 +179,17 @@ impl Application {
             }
         }
     }
+}
+
+/// Forgets idle client addresses every minute, so that the per-address state stays small.
+fn spawn_forgetter(per_ip: Arc<PerIp>, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => per_ip.forget_idle(),
+            }
+        }
+    });
 }

@@ -1,7 +1,9 @@
 //! Bearer-key authentication: API keys and virtual keys for `/v1`, admin keys for `/api`.
 //! A virtual key's limits are applied here, before the handler (see [`super::key_limits`]).
 
-use axum::extract::{Request, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -11,14 +13,21 @@ use super::error::ApiError;
 use super::key_limits;
 
 /// `/v1`: a virtual key is checked against its limits; a configured key passes unlimited.
-/// With no configured keys the gateway is open (and on loopback), but a virtual key presented
-/// there still has its limits applied.
+/// With no configured keys the gateway is open (and on loopback): a virtual key presented
+/// there still has its limits applied, and other callers share `limits.per_ip_rpm` per
+/// address.
 pub async fn require_key(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Some(policy) = bearer(&req).and_then(|key| state.virtual_keys.find(key)) {
-        return key_limits::enforce(policy, req, next).await;
+        return key_limits::enforce(state.virtual_keys.clone(), policy, req, next).await;
     }
     if state.keys.is_empty() {
-        return next.run(req).await;
+        return match (&state.per_ip, client_ip(&req)) {
+            (Some(per_ip), Some(ip)) => match per_ip.check(ip) {
+                Ok(status) => key_limits::with_request_rate(next.run(req).await, status),
+                Err(denied) => key_limits::requests_refused(&format!("client {ip}"), denied),
+            },
+            _ => next.run(req).await,
+        };
     }
     match bearer(&req) {
         None => ApiError::unauthorized(
@@ -58,6 +67,14 @@ pub async fn require_admin(State(state): State<AppState>, req: Request, next: Ne
         )
         .into_response(),
     }
+}
+
+/// The peer's address, when the server recorded it (not in tests that call the router
+/// directly).
+fn client_ip(req: &Request) -> Option<std::net::IpAddr> {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
 }
 
 fn bearer(req: &Request) -> Option<&str> {

@@ -16,12 +16,13 @@ use super::extract::{Json, from_value};
 use super::sse;
 use crate::gateway::prompt::{self, PromptError};
 use crate::gateway::{Reply, Served};
+use crate::limits::KeyPolicy;
 use crate::openai::chat::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest};
 use crate::openai::completions::{Completion, CompletionRequest};
 use crate::openai::embeddings::{EmbeddingRequest, EmbeddingResponse};
 use crate::openai::error::ErrorResponse;
 use crate::openai::models::{Model, ModelList};
-use crate::telemetry::UpstreamClock;
+use crate::telemetry::Exchange;
 
 pub const DEPLOYMENT_HEADER: &str = "x-pasarela-deployment";
 /// The registry prompt a chat request used, and its version.
@@ -48,7 +49,7 @@ fn with_deployment(mut resp: Response, deployment: &str) -> Response {
     ))]
 pub async fn chat_completions(
     State(state): State<AppState>,
-    Extension(clock): Extension<Arc<UpstreamClock>>,
+    Extension(exchange): Extension<Arc<Exchange>>,
     headers: HeaderMap,
     Json(mut body): Json<Map<String, Value>>,
 ) -> Result<Response, ApiError> {
@@ -61,11 +62,14 @@ pub async fn chat_completions(
     )
     .await?;
     let req: ChatCompletionRequest = from_value(Value::Object(body))?;
+    if let Some(p) = &applied {
+        exchange.update(|r| r.prompt = Some((p.name.clone(), p.version)));
+    }
     let span = match &applied {
         Some(p) => tracing::info_span!("chat", prompt.name = %p.name, prompt.version = p.version),
         None => tracing::Span::none(),
     };
-    let Served { value, deployment } = state.gateway.chat(req, &clock).instrument(span).await?;
+    let Served { value, deployment } = state.gateway.chat(req, &exchange).instrument(span).await?;
     let resp = match value {
         Reply::Complete(c) => axum::Json(c).into_response(),
         Reply::Stream(s) => sse::respond(s, "/v1/chat/completions"),
@@ -110,10 +114,10 @@ impl From<PromptError> for ApiError {
     ))]
 pub async fn completions(
     State(state): State<AppState>,
-    Extension(clock): Extension<Arc<UpstreamClock>>,
+    Extension(exchange): Extension<Arc<Exchange>>,
     Json(req): Json<CompletionRequest>,
 ) -> Result<Response, ApiError> {
-    let Served { value, deployment } = state.gateway.completions(req, &clock).await?;
+    let Served { value, deployment } = state.gateway.completions(req, &exchange).await?;
     let resp = match value {
         Reply::Complete(c) => axum::Json(c).into_response(),
         Reply::Stream(s) => sse::respond(s, "/v1/completions"),
@@ -133,10 +137,10 @@ pub async fn completions(
     ))]
 pub async fn embeddings(
     State(state): State<AppState>,
-    Extension(clock): Extension<Arc<UpstreamClock>>,
+    Extension(exchange): Extension<Arc<Exchange>>,
     Json(req): Json<EmbeddingRequest>,
 ) -> Result<Response, ApiError> {
-    let Served { value, deployment } = state.gateway.embeddings(req, &clock).await?;
+    let Served { value, deployment } = state.gateway.embeddings(req, &exchange).await?;
     Ok(with_deployment(
         axum::Json(value).into_response(),
         &deployment,
@@ -146,10 +150,17 @@ pub async fn embeddings(
 /// Lists the models clients can ask for.
 #[utoipa::path(get, path = "/v1/models", tag = "openai",
     responses((status = 200, body = ModelList), (status = 401, body = ErrorResponse)))]
-pub async fn list_models(State(state): State<AppState>) -> axum::Json<ModelList> {
+pub async fn list_models(
+    State(state): State<AppState>,
+    key: Option<Extension<Arc<KeyPolicy>>>,
+) -> axum::Json<ModelList> {
+    let mut data = state.gateway.models();
+    if let Some(Extension(key)) = key {
+        data.retain(|m| key.allows_model(&m.id));
+    }
     axum::Json(ModelList {
         object: "list".into(),
-        data: state.gateway.models(),
+        data,
     })
 }
 
@@ -160,9 +171,13 @@ pub async fn list_models(State(state): State<AppState>) -> axum::Json<ModelList>
         (status = 404, body = ErrorResponse)))]
 pub async fn get_model(
     State(state): State<AppState>,
+    key: Option<Extension<Arc<KeyPolicy>>>,
     Path(id): Path<String>,
 ) -> Result<axum::Json<Model>, ApiError> {
-    state.gateway.model(&id).map(axum::Json).ok_or_else(|| {
+    // A model a key may not use does not exist for it, as in OpenAI's project-scoped lists.
+    let visible = key.is_none_or(|Extension(k)| k.allows_model(&id));
+    let model = state.gateway.model(&id).filter(|_| visible);
+    model.map(axum::Json).ok_or_else(|| {
         ApiError::not_found(format!("The model '{id}' does not exist"))
             .code("model_not_found")
             .param("model")

@@ -27,12 +27,15 @@ use axum::routing::{delete, get, post, put};
 pub use application::{Application, StartError};
 pub use error::ApiError;
 pub use handlers::{DEPLOYMENT_HEADER, PROMPT_NAME_HEADER, PROMPT_VERSION_HEADER};
-pub use key_limits::{LIMIT_REQUESTS, REMAINING_REQUESTS, RESET_REQUESTS};
+pub use key_limits::{
+    LIMIT_REQUESTS, LIMIT_TOKENS, REMAINING_REQUESTS, REMAINING_TOKENS, RESET_REQUESTS,
+    RESET_TOKENS,
+};
 pub use observe::OVERHEAD_HEADER;
 pub use openapi::ApiDoc;
 
 use crate::gateway::Gateway;
-use crate::limits::{ApiKeys, VirtualKeys};
+use crate::limits::{ApiKeys, PerIp, VirtualKeys};
 use crate::prompts::Registry;
 use crate::telemetry::Metrics;
 
@@ -45,6 +48,8 @@ pub struct AppState {
     pub admin_keys: Arc<ApiKeys>,
     /// Keys made at run time, with their limits.
     pub virtual_keys: Arc<VirtualKeys>,
+    /// The request rate per client address for callers without a key, if configured.
+    pub per_ip: Option<Arc<PerIp>>,
     pub registry: Arc<Registry>,
     /// False once shutdown has begun.
     pub ready: Arc<AtomicBool>,

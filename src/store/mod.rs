@@ -17,8 +17,10 @@
 mod change_counter;
 mod keys;
 mod prompts;
+mod spend;
 
 pub use keys::{Budget, BudgetPeriod, Keys, NewKey, VirtualKey};
+pub use spend::{PeriodSpend, Spend};
 
 pub use prompts::{
     LATEST_LABEL, LabelMove, LabelledVersion, MoveCause, MoveOutcome, NewVersion, PromptSummary,
@@ -168,6 +170,7 @@ const _: fn() = || {
     shared::<Store>();
     shared::<Prompts>();
     shared::<Keys>();
+    shared::<Spend>();
 };
 
 impl Store {
@@ -300,6 +303,11 @@ impl Store {
     /// The virtual keys' repository.
     pub fn keys(&self) -> Keys {
         Keys::new(self.pool.clone(), self.backend)
+    }
+
+    /// Spend per virtual key and budget period.
+    pub fn spend(&self) -> Spend {
+        Spend::new(self.pool.clone())
     }
 
     /// Waits for the pool's connections to close; SQLite folds its WAL back into the database

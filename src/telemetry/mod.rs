@@ -1,10 +1,12 @@
 //! Observability: structured logs (tracing), Prometheus metrics, and the accounting of how much
 //! of a request's time the gateway itself spent (its overhead) versus waiting on upstreams.
 
+mod exchange;
 mod logs;
 mod metrics;
 mod overhead;
 
+pub use exchange::{Ending, Exchange, KeyRef, Record, TokenCounts};
 pub use logs::init_logging;
 pub use metrics::{Metrics, names};
 pub use overhead::UpstreamClock;

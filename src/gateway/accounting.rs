@@ -1,0 +1,188 @@
+//! What a reply tells the request's [`Exchange`]: the model that answered, token usage, finish
+//! reasons and, for a stream, when its first content arrived and how it ended.
+//!
+//! Streams are always asked for their usage (`stream_options.include_usage`), since limits and
+//! spend are settled on it; a client that did not ask for it does not see it: its usage-only
+//! final chunk is dropped and any usage on other chunks removed.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+
+use crate::openai::chat::{ChatCompletion, ChatCompletionChunk, StreamOptions, Usage};
+use crate::openai::completions::Completion;
+use crate::openai::embeddings::EmbeddingResponse;
+use crate::providers::{ChatStream, CompletionStream, ProviderError};
+use crate::telemetry::{Ending, Exchange, TokenCounts};
+
+/// `stream_options` that ask for usage, keeping whatever else the client set.
+pub(super) fn with_usage(options: Option<StreamOptions>) -> Option<StreamOptions> {
+    let mut options = options.unwrap_or_default();
+    options.include_usage = Some(true);
+    Some(options)
+}
+
+fn counts(usage: &Usage) -> TokenCounts {
+    TokenCounts {
+        input: usage.prompt_tokens,
+        output: usage.completion_tokens,
+    }
+}
+
+pub(super) fn chat(exchange: &Exchange, reply: &ChatCompletion) {
+    exchange.update(|r| {
+        r.response_model = Some(reply.model.clone());
+        r.usage = reply.usage.as_ref().map(counts);
+        r.finish_reasons = reply
+            .choices
+            .iter()
+            .filter_map(|c| c.finish_reason.clone())
+            .collect();
+    });
+}
+
+pub(super) fn completion(exchange: &Exchange, reply: &Completion) {
+    exchange.update(|r| {
+        r.response_model = Some(reply.model.clone());
+        r.usage = reply.usage.as_ref().map(counts);
+        r.finish_reasons = reply
+            .choices
+            .iter()
+            .filter_map(|c| c.finish_reason.clone())
+            .collect();
+    });
+}
+
+pub(super) fn embeddings(exchange: &Exchange, reply: &EmbeddingResponse) {
+    exchange.update(|r| {
+        r.response_model = Some(reply.model.clone());
+        r.usage = Some(TokenCounts {
+            input: reply.usage.prompt_tokens,
+            output: 0,
+        });
+    });
+}
+
+/// What the tracker needs to read from, and may strip off, one streamed item.
+trait StreamItem {
+    fn model(&self) -> &str;
+    fn has_content(&self) -> bool;
+    fn finish_reasons(&self) -> impl Iterator<Item = &str>;
+    /// Removes the item's usage, returning it; true when nothing else is left in it.
+    fn take_usage(&mut self) -> (Option<Usage>, bool);
+    fn usage(&self) -> Option<&Usage>;
+}
+
+impl StreamItem for ChatCompletionChunk {
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn has_content(&self) -> bool {
+        self.choices.iter().any(|c| {
+            c.delta.content.as_ref().is_some_and(|t| !t.is_empty()) || c.delta.tool_calls.is_some()
+        })
+    }
+    fn finish_reasons(&self) -> impl Iterator<Item = &str> {
+        self.choices
+            .iter()
+            .filter_map(|c| c.finish_reason.as_deref())
+    }
+    fn take_usage(&mut self) -> (Option<Usage>, bool) {
+        (self.usage.take(), self.choices.is_empty())
+    }
+    fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+}
+
+impl StreamItem for Completion {
+    fn model(&self) -> &str {
+        &self.model
+    }
+    fn has_content(&self) -> bool {
+        self.choices.iter().any(|c| !c.text.is_empty())
+    }
+    fn finish_reasons(&self) -> impl Iterator<Item = &str> {
+        self.choices
+            .iter()
+            .filter_map(|c| c.finish_reason.as_deref())
+    }
+    fn take_usage(&mut self) -> (Option<Usage>, bool) {
+        (self.usage.take(), self.choices.is_empty())
+    }
+    fn usage(&self) -> Option<&Usage> {
+        self.usage.as_ref()
+    }
+}
+
+pub(super) fn chat_stream(
+    stream: ChatStream,
+    exchange: Arc<Exchange>,
+    client_wants_usage: bool,
+) -> ChatStream {
+    track(stream, exchange, client_wants_usage)
+}
+
+pub(super) fn completion_stream(
+    stream: CompletionStream,
+    exchange: Arc<Exchange>,
+    client_wants_usage: bool,
+) -> CompletionStream {
+    track(stream, exchange, client_wants_usage)
+}
+
+fn track<T: StreamItem + Send + 'static>(
+    stream: Pin<Box<dyn Stream<Item = Result<T, ProviderError>> + Send>>,
+    exchange: Arc<Exchange>,
+    client_wants_usage: bool,
+) -> Pin<Box<dyn Stream<Item = Result<T, ProviderError>> + Send>> {
+    let ex = exchange.clone();
+    let items = stream.filter_map(move |item| {
+        let out = match item {
+            Ok(mut chunk) => note_chunk(&ex, &mut chunk, client_wants_usage).then_some(Ok(chunk)),
+            Err(e) => {
+                let reason = crate::error_chain(&e);
+                ex.update(|r| r.ending = Ending::Failed(reason));
+                Some(Err(e))
+            }
+        };
+        std::future::ready(out)
+    });
+    // The end of the upstream stream is the end of the answer, whatever the HTTP body does
+    // after it.
+    let end = futures::stream::once(async move {
+        exchange.update(|r| {
+            if r.ending == Ending::Open {
+                r.ending = Ending::Complete;
+            }
+        });
+        None
+    })
+    .filter_map(std::future::ready);
+    items.chain(end).boxed()
+}
+
+/// Records what `chunk` says; false when the chunk should not reach the client.
+fn note_chunk<T: StreamItem>(exchange: &Exchange, chunk: &mut T, client_wants_usage: bool) -> bool {
+    if chunk.has_content() {
+        exchange.first_token();
+    }
+    let reasons: Vec<String> = chunk.finish_reasons().map(str::to_owned).collect();
+    let usage = chunk.usage().map(counts);
+    let model = chunk.model();
+    exchange.update(|r| {
+        if r.response_model.is_none() && !model.is_empty() {
+            r.response_model = Some(model.to_owned());
+        }
+        r.finish_reasons.extend(reasons);
+        if usage.is_some() {
+            r.usage = usage;
+        }
+    });
+    if client_wants_usage {
+        return true;
+    }
+    let (_, now_empty) = chunk.take_usage();
+    !(usage.is_some() && now_empty)
+}
