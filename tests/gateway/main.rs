@@ -14,3 +14,4 @@ mod prompts;
 mod routing;
 mod sdk;
 mod server;
+mod usage_limits;
