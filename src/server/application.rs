@@ -52,6 +52,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        // Before anything records a metric (the Redis gauge, at connect).
+        let metrics = Metrics::global();
         let hashes = config
             .auth
             .api_key_hashes
@@ -143,7 +145,7 @@ impl Application {
             per_ip: per_ip.clone(),
             registry,
             ready: ready.clone(),
-            metrics: Metrics::global(),
+            metrics,
         };
         Ok(Application {
             listener,
