@@ -5,7 +5,7 @@
 //! none answers these tests say SKIPPED, unless `PASARELA_REQUIRE_ALL` is set.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -24,6 +24,10 @@ use crate::tcp_proxy::TcpProxy;
 /// Concurrent clients in a burst, each with its own connections, alternating replicas.
 const CLIENTS: usize = 64;
 const REQUESTS_LIMIT: u32 = 300;
+/// Read inside `[limits]` by the tests of sharing: a check that waits past the default 100 ms
+/// on a loaded test machine would be counted locally and blur what they measure (the
+/// outage test keeps the default).
+const PATIENT: &str = "redis_timeout_ms = 1000\n";
 
 /// The Redis to test against, or None (after saying so) when none answers and skipping is
 /// allowed.
@@ -48,9 +52,16 @@ async fn redis_url(test: &str) -> Option<reqwest::Url> {
     None
 }
 
-/// A data dir with one key, and a config that shares limits under a prefix of this test's
-/// own. Returns the config file and the key.
-async fn setup(dir: &Path, spec: KeySpec, extra: &str) -> (std::path::PathBuf, String) {
+/// A data dir with one key and a config that shares limits under a prefix of this test's own;
+/// `extra` goes on inside `[limits]`.
+struct Setup {
+    config: PathBuf,
+    key: String,
+    /// The key's token bucket in Redis.
+    tokens_bucket: String,
+}
+
+async fn setup(dir: &Path, spec: KeySpec, extra: &str) -> Setup {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let store = Store::open(&StoreConfig {
         data_dir: dir.join("data"),
@@ -73,7 +84,13 @@ async fn setup(dir: &Path, spec: KeySpec, extra: &str) -> (std::path::PathBuf, S
         ),
     )
     .unwrap();
-    (config, key.key.expose_secret().to_owned())
+    // `PREFIX:tokens:` and the first 32 hex digits of the key's SHA-256.
+    let hex = key.record.key_hash.strip_prefix("sha256:").unwrap();
+    Setup {
+        config,
+        key: key.key.expose_secret().to_owned(),
+        tokens_bucket: format!("{prefix}:tokens:{}", &hex[..32]),
+    }
 }
 
 /// Two replicas sharing `redis` (given through `PASARELA_REDIS_URL`, as a password would be).
@@ -139,7 +156,7 @@ async fn two_replicas_sharing_redis_admit_a_request_rate_once_under_a_burst_over
         rpm: Some(REQUESTS_LIMIT),
         ..KeySpec::default()
     };
-    let (_, key) = setup(dir.path(), spec, "").await;
+    let Setup { key, .. } = setup(dir.path(), spec, PATIENT).await;
     let replicas = replicas(dir.path(), &redis).await;
 
     // Twice the limit: every request past the limit and its refill must be refused.
@@ -184,24 +201,39 @@ async fn two_replicas_sharing_redis_admit_a_request_rate_once_under_a_burst_over
     }
 }
 
-/// An upstream that answers every chat completion without usage, so that each request costs
-/// exactly its reservation.
-async fn upstream() -> SocketAddr {
+/// A route `gpt-test` to an upstream that answers every chat completion with `usage`
+/// (prompt and completion tokens), or without any, so that each request then costs exactly
+/// its reservation.
+async fn route_to_upstream(usage: Option<(u64, u64)>) -> String {
+    let mut reply = json!({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
+        "model": "upstream-model",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": "ok"}}]
+    });
+    if let Some((prompt, completion)) = usage {
+        reply["usage"] = json!({"prompt_tokens": prompt, "completion_tokens": completion,
+                                "total_tokens": prompt + completion});
+    }
     let app = axum::Router::new().route(
         "/v1/chat/completions",
-        post(|| async {
-            Json(json!({
-                "id": "chatcmpl-1", "object": "chat.completion", "created": 0,
-                "model": "upstream-model",
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": "ok"}}]
-            }))
-        }),
+        post(move || async move { Json(reply) }),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
+    format!(
+        "[providers.up]\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\n\
+         [routes.gpt-test]\ndeployments = [{{ provider = \"up\", model = \"upstream-model\" }}]\n"
+    )
+}
+
+fn remaining_tokens(resp: &reqwest::Response) -> u64 {
+    resp.headers()["x-ratelimit-remaining-tokens"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,12 +251,8 @@ async fn two_replicas_sharing_redis_admit_a_token_rate_once_under_a_burst_over_b
         tpm: Some(TOKENS_LIMIT),
         ..KeySpec::default()
     };
-    let route = format!(
-        "[providers.up]\nkind = \"openai\"\nbase_url = \"http://{}/v1\"\n\
-         [routes.gpt-test]\ndeployments = [{{ provider = \"up\", model = \"upstream-model\" }}]\n",
-        upstream().await
-    );
-    let (_, key) = setup(dir.path(), spec, &route).await;
+    let route = route_to_upstream(None).await;
+    let Setup { key, .. } = setup(dir.path(), spec, &format!("{PATIENT}{route}")).await;
     let replicas = replicas(dir.path(), &redis).await;
     let body = json!({"model": "gpt-test", "max_tokens": 96,
                       "messages": [{"role": "user", "content": "hi"}]});
@@ -242,12 +270,7 @@ async fn two_replicas_sharing_redis_admit_a_token_rate_once_under_a_burst_over_b
         .await
         .unwrap();
     assert_eq!(first.status(), 200);
-    let remaining: u64 = first.headers()["x-ratelimit-remaining-tokens"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let cost = u64::from(TOKENS_LIMIT) - remaining;
+    let cost = u64::from(TOKENS_LIMIT) - remaining_tokens(&first);
     assert!((90..=110).contains(&cost), "each request reserves {cost}");
 
     let (statuses, _) = burst(&replicas, 1, chat).await;
@@ -299,7 +322,7 @@ async fn a_gateway_whose_redis_goes_away_limits_alone_and_shares_again_when_it_r
         rpm: Some(RPM),
         ..KeySpec::default()
     };
-    let (config, key) = setup(dir.path(), spec, "").await;
+    let Setup { config, key, .. } = setup(dir.path(), spec, "").await;
     let env = [("PASARELA_REDIS_URL", through_proxy.as_str())];
     let gateway = GatewayProcess::start(&config, &dir.path().join("data"), &env).await;
     let client = reqwest::Client::new();
@@ -371,4 +394,73 @@ async fn a_gateway_whose_redis_goes_away_limits_alone_and_shares_again_when_it_r
     assert_eq!(again.status(), 200);
     assert!(remaining(&again) >= RPM - 2, "{}", remaining(&again));
     assert_eq!(gateway.metric(&client, local).await, Some(counted_here));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_given_back_on_one_replica_can_be_reserved_on_the_other() {
+    let Some(redis) =
+        redis_url("tokens_given_back_on_one_replica_can_be_reserved_on_the_other").await
+    else {
+        return;
+    };
+    const TOKENS_LIMIT: u64 = 1000; // one token back every 60 ms
+    let dir = tempfile::tempdir().unwrap();
+    let spec = KeySpec {
+        name: "refund".into(),
+        tpm: Some(TOKENS_LIMIT as u32),
+        ..KeySpec::default()
+    };
+    // Each request reserves about 500 tokens and uses 5.
+    let route = route_to_upstream(Some((3, 2))).await;
+    let setup = setup(dir.path(), spec, &format!("{PATIENT}{route}")).await;
+    let replicas = replicas(dir.path(), &redis).await;
+    let client = reqwest::Client::new();
+    let chat = |replica: &GatewayProcess| {
+        client
+            .post(replica.url("/v1/chat/completions"))
+            .bearer_auth(&setup.key)
+            .json(&json!({"model": "gpt-test", "max_tokens": 500,
+                          "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let first = chat(&replicas[0]).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let reserved = TOKENS_LIMIT - remaining_tokens(&first);
+    assert!(
+        reserved > TOKENS_LIMIT / 2,
+        "two reservations of {reserved} do not fit"
+    );
+    first.text().await.unwrap();
+
+    // Settled in Redis once the response is over: the bucket holds 5 tokens' worth (300 ms)
+    // rather than the reservation's (about 30 s).
+    let conn = redis::Client::open(redis.as_str()).unwrap();
+    let mut conn = conn.get_multiplexed_async_connection().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&setup.tokens_bucket)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if ttl < 10_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the refund reaches Redis: PTTL {ttl} ms"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = chat(&replicas[1]).await.unwrap();
+    assert_eq!(
+        second.status(),
+        200,
+        "the other replica sees the tokens given back"
+    );
+    let remaining = remaining_tokens(&second);
+    assert!(
+        (TOKENS_LIMIT - 5 - reserved..=TOKENS_LIMIT - reserved).contains(&remaining),
+        "{remaining} left after {reserved} reserved and 5 used"
+    );
 }
