@@ -12,7 +12,7 @@
 //! Must not contain the local limiters (that is `virtual_keys`, `gcra`) nor HTTP.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -110,7 +110,9 @@ impl RateKind {
 pub struct SharedLimits {
     client: redis::Client,
     /// `None` while Redis is away; only the probe puts one back.
-    conn: RwLock<Option<MultiplexedConnection>>,
+    conn: RwLock<Option<Connection>>,
+    /// Connections opened so far, to number them.
+    opened: AtomicU64,
     up: AtomicBool,
     prefix: String,
     timeout: Duration,
@@ -143,6 +145,7 @@ impl SharedLimits {
         let limits = Arc::new(SharedLimits {
             client,
             conn: RwLock::new(None),
+            opened: AtomicU64::new(0),
             up: AtomicBool::new(false),
             prefix: prefix.to_owned(),
             timeout,
@@ -196,12 +199,12 @@ impl SharedLimits {
     }
 
     async fn probe(&self) {
-        if let Some(mut conn) = self.connection() {
+        if let Some(Connection { number, mut conn }) = self.connection() {
             let ping = redis::cmd("PING");
             match tokio::time::timeout(self.timeout, ping.query_async::<()>(&mut conn)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => self.went_away(&e),
-                Err(_) => self.went_away(&NoAnswer(self.timeout)),
+                Ok(Err(e)) => self.went_away(number, &e),
+                Err(_) => self.went_away(number, &NoAnswer(self.timeout)),
             }
             return;
         }
@@ -226,9 +229,12 @@ impl SharedLimits {
     }
 
     fn came_back(&self, conn: MultiplexedConnection) {
-        if let Ok(mut slot) = self.conn.write() {
-            *slot = Some(conn);
-        }
+        let number = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
+        let Ok(mut slot) = self.conn.write() else {
+            return;
+        };
+        *slot = Some(Connection { number, conn });
+        drop(slot);
         if !self.up.swap(true, Ordering::AcqRel) {
             metrics::gauge!(names::LIMITS_REDIS_UP).set(1.0);
             tracing::info!(redis = %self.addr(), prefix = %self.prefix,
@@ -236,11 +242,17 @@ impl SharedLimits {
         }
     }
 
-    fn went_away(&self, why: &dyn fmt::Display) {
+    /// Connection `number` failed: unless it was replaced already, Redis is away.
+    fn went_away(&self, number: u64, why: &dyn fmt::Display) {
+        let Ok(mut slot) = self.conn.write() else {
+            return;
+        };
+        if slot.as_ref().is_none_or(|c| c.number != number) {
+            return;
+        }
+        *slot = None;
+        drop(slot);
         if self.up.swap(false, Ordering::AcqRel) {
-            if let Ok(mut slot) = self.conn.write() {
-                *slot = None;
-            }
             metrics::gauge!(names::LIMITS_REDIS_UP).set(0.0);
             tracing::warn!(redis = %self.addr(), error = %why,
                 "Redis is unavailable: virtual keys' rates are counted on each replica alone \
@@ -249,7 +261,7 @@ impl SharedLimits {
         }
     }
 
-    fn connection(&self) -> Option<MultiplexedConnection> {
+    fn connection(&self) -> Option<Connection> {
         if !self.is_up() {
             return None;
         }
@@ -269,12 +281,12 @@ impl SharedLimits {
         kind: Option<RateKind>,
         invocation: &ScriptInvocation<'_>,
     ) -> Option<T> {
-        if let Some(mut conn) = self.connection() {
+        if let Some(Connection { number, mut conn }) = self.connection() {
             let call = invocation.invoke_async(&mut conn);
             match tokio::time::timeout(self.timeout, call).await {
                 Ok(Ok(value)) => return Some(value),
-                Ok(Err(e)) => self.went_away(&e),
-                Err(_) => self.went_away(&NoAnswer(self.timeout)),
+                Ok(Err(e)) => self.went_away(number, &e),
+                Err(_) => self.went_away(number, &NoAnswer(self.timeout)),
             }
         }
         if let Some(kind) = kind {
@@ -282,6 +294,14 @@ impl SharedLimits {
         }
         None
     }
+}
+
+/// A connection and its number: checks still in flight on one that failed must not take
+/// down the next (a burst's worth of them time out together).
+#[derive(Clone)]
+struct Connection {
+    number: u64,
+    conn: MultiplexedConnection,
 }
 
 /// A check that waited too long.

@@ -113,7 +113,7 @@ async fn a_bucket_on_redis_time_refuses_past_the_limit_and_expires_when_full_aga
         wait > Duration::from_secs(19) && wait <= Duration::from_secs(20),
         "{wait:?}"
     );
-    let mut conn = redis.connection().unwrap();
+    let mut conn = redis.connection().unwrap().conn;
     let ttl: i64 = redis::cmd("PTTL")
         .arg(&bucket.key)
         .query_async(&mut conn)
@@ -146,6 +146,27 @@ async fn buckets_of_other_keys_kinds_or_prefixes_are_apart() {
     ] {
         assert!(bucket.take(1).await.unwrap().is_ok(), "{}", bucket.key);
     }
+}
+
+#[tokio::test]
+async fn a_failure_on_a_replaced_connection_leaves_its_successor_up() {
+    let Some(redis) =
+        shared_limits("a_failure_on_a_replaced_connection_leaves_its_successor_up").await
+    else {
+        return;
+    };
+    let first = redis.connection().unwrap().number;
+    redis.went_away(first, &"test");
+    assert!(!redis.is_up());
+    assert!(redis.connection().is_none());
+    redis.probe().await;
+    let second = redis.connection().unwrap().number;
+    assert_ne!(first, second);
+    // A check that was in flight on the first connection fails late.
+    redis.went_away(first, &"late");
+    assert!(redis.is_up());
+    let bucket = redis.bucket(&hash(7), RateKind::Requests, Quota::per_minute(1));
+    assert!(bucket.take(1).await.unwrap().is_ok());
 }
 
 #[tokio::test]
