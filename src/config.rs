@@ -191,6 +191,24 @@ pub struct LimitsConfig {
     /// Requests per minute per client IP address for callers without a key (the gateway open
     /// on loopback); none when unset.
     pub per_ip_rpm: Option<u32>,
+    /// `redis://HOST:PORT[/DB]` or `rediss://…` (TLS): virtual keys' request and token rates
+    /// are then shared by every replica using it. `PASARELA_REDIS_URL` overrides it, and only
+    /// that variable may carry a password.
+    pub redis_url: Option<SecretString>,
+    /// Starts the name of every Redis key the gateway writes, so that several deployments can
+    /// share one Redis.
+    pub redis_prefix: String,
+    /// How long a rate check waits for Redis before it is counted on this replica instead.
+    pub redis_timeout_ms: u64,
+}
+
+impl LimitsConfig {
+    /// The environment variable that overrides `limits.redis_url`.
+    pub const REDIS_URL_ENV: &str = "PASARELA_REDIS_URL";
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
 }
 
 impl Default for LimitsConfig {
@@ -198,6 +216,11 @@ impl Default for LimitsConfig {
         LimitsConfig {
             default_output_tokens: 256,
             per_ip_rpm: None,
+            redis_url: None,
+            redis_prefix: "pasarela".into(),
+            // Far above a round trip inside a data centre (well under a millisecond), far below
+            // what a client would notice.
+            redis_timeout_ms: 100,
         }
     }
 }
@@ -519,6 +542,30 @@ impl Config {
                 return Err(self.invalid("prompts.protected_labels", e.to_string()));
             }
         }
+        if let Some(url) = &self.limits.redis_url {
+            if let Err(reason) = check_redis_url(url.expose_secret()) {
+                return Err(self.invalid("limits.redis_url", reason));
+            }
+            if url_has_password(url.expose_secret()) {
+                return Err(self.invalid(
+                    "limits.redis_url",
+                    format!(
+                        "the config file must not hold a password: set {} instead",
+                        LimitsConfig::REDIS_URL_ENV
+                    ),
+                ));
+            }
+        }
+        let prefix = &self.limits.redis_prefix;
+        if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(self.invalid(
+                "limits.redis_prefix",
+                "must be a non-empty name without spaces",
+            ));
+        }
+        if self.limits.redis_timeout_ms == 0 {
+            return Err(self.invalid("limits.redis_timeout_ms", "must be greater than 0"));
+        }
         if let Some(url) = &self.store.database_url {
             if let Err(reason) = check_database_url(url.expose_secret()) {
                 return Err(self.invalid("store.database_url", reason));
@@ -628,6 +675,34 @@ impl Config {
         }
     }
 
+    /// Puts `PASARELA_REDIS_URL`, when set and not empty, over `limits.redis_url`; called
+    /// where `apply_store_env` is.
+    pub fn apply_limits_env(&mut self) -> Result<(), ConfigError> {
+        let var = LimitsConfig::REDIS_URL_ENV;
+        match std::env::var(var) {
+            Ok(url) if url.is_empty() => Ok(()),
+            Ok(url) => self.override_redis_url(var, url),
+            Err(std::env::VarError::NotPresent) => Ok(()),
+            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::Invalid {
+                origin: "environment".into(),
+                key: var.into(),
+                reason: "is not valid UTF-8".into(),
+            }),
+        }
+    }
+
+    /// Sets `limits.redis_url` from the environment variable `source`, which, unlike the
+    /// file, may carry a password.
+    pub fn override_redis_url(&mut self, source: &str, url: String) -> Result<(), ConfigError> {
+        check_redis_url(&url).map_err(|reason| ConfigError::Invalid {
+            origin: "environment".into(),
+            key: source.into(),
+            reason,
+        })?;
+        self.limits.redis_url = Some(SecretString::from(url));
+        Ok(())
+    }
+
     /// Sets `store.database_url` from the environment variable `source`, which, unlike the
     /// file, may carry a password.
     pub fn override_database_url(&mut self, source: &str, url: String) -> Result<(), ConfigError> {
@@ -693,6 +768,19 @@ fn check_database_url(url: &str) -> Result<(), String> {
         Err(e) => Err(format!(
             "not a URL ({e}): expected `sqlite://PATH` or `postgres://USER@HOST/DATABASE`"
         )),
+    }
+}
+
+/// The reason never repeats the URL: it may hold a password.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some() => Ok(()),
+        Ok(u) if matches!(u.scheme(), "redis" | "rediss") => Err("the URL names no host".into()),
+        Ok(u) => Err(format!(
+            "unsupported scheme `{}`: expected `redis://` or `rediss://`",
+            u.scheme()
+        )),
+        Err(e) => Err(format!("not a URL ({e}): expected `redis://HOST:PORT`")),
     }
 }
 
@@ -828,6 +916,34 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("PASARELA_DATABASE_URL"), "{msg}");
         assert!(!msg.contains("secret"), "{msg}");
+    }
+
+    #[test]
+    fn redis_url_is_checked_and_its_password_comes_only_from_the_environment() {
+        let c =
+            Config::parse("[limits]\nredis_url = \"redis://cache:6379/2\"\n", "x.toml").unwrap();
+        assert_eq!(
+            c.limits.redis_url.as_ref().unwrap().expose_secret(),
+            "redis://cache:6379/2"
+        );
+        for (url, reason) in [
+            ("redis://:hunter2@cache", "PASARELA_REDIS_URL"),
+            ("postgres://cache", "`postgres`"),
+        ] {
+            let text = format!("[limits]\nredis_url = \"{url}\"\n");
+            let msg = Config::parse(&text, "x.toml").unwrap_err().to_string();
+            assert!(msg.contains("limits.redis_url"), "{msg}");
+            assert!(msg.contains(reason), "{msg}");
+            assert!(!msg.contains("hunter2"), "{msg}");
+        }
+        let mut c = Config::embedded().unwrap();
+        c.override_redis_url("PASARELA_REDIS_URL", "rediss://u:hunter2@cache".into())
+            .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let msg = Config::parse("[limits]\nredis_prefix = \"a b\"\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("limits.redis_prefix"), "{msg}");
     }
 
     #[test]

@@ -59,6 +59,7 @@ impl ConfigSource {
             None => crate::config::Config::embedded(),
         }?;
         config.apply_store_env()?;
+        config.apply_limits_env()?;
         if let Some(dir) = &self.data_dir {
             config.store.data_dir = dir.clone();
         }

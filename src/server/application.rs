@@ -15,7 +15,7 @@ use crate::config::{Config, ConfigError};
 use crate::engine::local_models::LocalModels;
 use crate::engine::source::ModelDirs;
 use crate::gateway::Gateway;
-use crate::limits::{Accounting, ApiKeyHash, ApiKeys, PerIp, Prices, VirtualKeys};
+use crate::limits::{Accounting, ApiKeyHash, ApiKeys, PerIp, Prices, SharedLimits, VirtualKeys};
 use crate::prompts::Registry;
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -32,6 +32,8 @@ pub enum StartError {
     Registry(#[from] crate::prompts::RegistryError),
     #[error("cannot load the virtual keys: {0}")]
     Keys(#[from] crate::limits::KeysError),
+    #[error("cannot share limits through Redis: {0}")]
+    SharedLimits(#[from] crate::limits::SharedError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -50,6 +52,8 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        // Before anything records a metric (the Redis gauge, at connect).
+        let metrics = Metrics::global();
         let hashes = config
             .auth
             .api_key_hashes
@@ -67,12 +71,27 @@ impl Application {
         let keys = ApiKeys::new(hashes, &config.auth_env_keys()?).with(&admin_keys);
         let store = Store::open(&config.store).await?;
         let registry = Arc::new(Registry::new(store.clone(), &config.prompts).await?);
+        let shared = match &config.limits.redis_url {
+            Some(url) => Some(
+                SharedLimits::connect(
+                    url,
+                    &config.limits.redis_prefix,
+                    config.limits.redis_timeout(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let accounting = Accounting {
             prices: Prices::new(config.prices.clone()),
             default_output_tokens: config.limits.default_output_tokens,
+            shared: shared.clone(),
         };
         let virtual_keys = Arc::new(VirtualKeys::load(store, accounting).await?);
         let shutdown = CancellationToken::new();
+        if let Some(shared) = &shared {
+            shared.spawn_probe(shutdown.clone());
+        }
         registry.spawn_refresher(shutdown.clone());
         virtual_keys.spawn_refresher(shutdown.clone());
         let per_ip = config
@@ -126,7 +145,7 @@ impl Application {
             per_ip: per_ip.clone(),
             registry,
             ready: ready.clone(),
-            metrics: Metrics::global(),
+            metrics,
         };
         Ok(Application {
             listener,

@@ -27,7 +27,9 @@ use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::error::ApiError;
-use crate::limits::{KeyPolicy, RateDenied, RateStatus, VirtualKeys, estimate, reset_text};
+use crate::limits::{
+    KeyPolicy, RateDenied, RateStatus, Reservation, VirtualKeys, estimate, reset_text,
+};
 use crate::telemetry::{Exchange, KeyRef, Record};
 
 pub const LIMIT_REQUESTS: &str = "x-ratelimit-limit-requests";
@@ -76,7 +78,7 @@ pub async fn enforce(
         requests: None,
         tokens: policy.token_status(),
     };
-    match policy.check_rate() {
+    match policy.check_rate().await {
         None => {}
         Some(Ok(status)) => rates.requests = Some(status),
         Some(Err(denied)) => {
@@ -129,7 +131,7 @@ pub async fn enforce(
             Err(err) => return rates.apply(err.into_response()),
         }
     } else {
-        (req, 0)
+        (req, Reservation::default())
     };
     if let Some(ex) = &exchange {
         let (keys, policy) = (keys.clone(), policy.clone());
@@ -179,13 +181,13 @@ fn micro_to_usd(micro: i64) -> f64 {
 }
 
 /// Settles the token reservation and counts the request's cost, once its response is over.
-fn settle(keys: &VirtualKeys, policy: &KeyPolicy, reserved: u64, record: &Record) {
+fn settle(keys: &VirtualKeys, policy: &Arc<KeyPolicy>, reserved: Reservation, record: &Record) {
     let used = match record.usage {
         Some(u) => u.input + u.output,
         // Refused before any model ran: nothing was used.
         None if record.status >= 400 || record.deployment.is_none() => 0,
         // Served, but the usage never arrived: keep the estimate.
-        None => reserved,
+        None => reserved.tokens,
     };
     policy.settle_tokens(reserved, used);
     let Some(usage) = record.usage else { return };
@@ -208,7 +210,7 @@ async fn check_body(
     policy: &KeyPolicy,
     req: Request,
     rates: &mut Rates,
-) -> Result<(Request, u64), ApiError> {
+) -> Result<(Request, Reservation), ApiError> {
     let (parts, body) = req.into_parts();
     // The body limit travels in the extensions; the probe carries them so that it applies.
     let mut probe = Request::new(body);
@@ -219,12 +221,15 @@ async fn check_body(
     // An unreadable body is the handler's to reject, with its own message; nothing runs, so
     // nothing is reserved.
     let Ok(json) = serde_json::from_slice::<Value>(&bytes) else {
-        return Ok((Request::from_parts(parts, Body::from(bytes)), 0));
+        return Ok((
+            Request::from_parts(parts, Body::from(bytes)),
+            Reservation::default(),
+        ));
     };
     if !policy.allowed_models.is_empty() {
         check_model(policy, json.get("model").and_then(Value::as_str))?;
     }
-    let mut reserved = 0;
+    let mut reserved = Reservation::default();
     if let Some(limit) = policy.token_limit() {
         let guess = estimate(&json, keys.accounting().default_output_tokens);
         if guess.input > limit {
@@ -241,10 +246,13 @@ async fn check_body(
         }
         // The output cap may be above the whole rate; the reservation never is, so that such
         // a request can run when the key is idle and pays for what it really used.
-        reserved = guess.total().min(limit);
-        match policy.reserve_tokens(reserved) {
-            None => reserved = 0,
-            Some(Ok(status)) => rates.tokens = Some(status),
+        let wanted = guess.total().min(limit);
+        match policy.reserve_tokens(wanted).await {
+            None => {}
+            Some(Ok((status, reservation))) => {
+                rates.tokens = Some(status);
+                reserved = reservation;
+            }
             Some(Err(refused)) => {
                 rates.tokens = Some(refused.status);
                 let wait = refused.retry_after.unwrap_or_default();
@@ -253,7 +261,7 @@ async fn check_body(
                     "tokens",
                     format!(
                         "Rate limit reached for tokens on key `{}`: limit {limit} per minute, \
-                         requested about {reserved}. Please try again in {}.",
+                         requested about {wanted}. Please try again in {}.",
                         policy.name,
                         reset_text(wait)
                     ),

@@ -21,6 +21,12 @@ pub mod names {
     pub const BATCH_SIZE: &str = "pasarela_engine_batch_size";
     /// Counter: tokens a local model processed, by `model` and `kind` (`prompt`/`completion`).
     pub const ENGINE_TOKENS: &str = "pasarela_engine_tokens_total";
+    /// Gauge: 1 while virtual keys' rates are shared through Redis, 0 while Redis is away and
+    /// each replica counts them alone (only with `limits.redis_url`).
+    pub const LIMITS_REDIS_UP: &str = "pasarela_limits_redis_up";
+    /// Counter: rate checks counted on this replica because Redis was unavailable, by `limit`
+    /// (`requests`/`tokens`).
+    pub const LIMITS_LOCAL_CHECKS: &str = "pasarela_limits_local_checks_total";
 }
 
 /// A handle that renders the current metrics in Prometheus' text format.
