@@ -19,6 +19,9 @@ use super::error::ErrorDetail;
 use crate::telemetry::{Ending, Exchange, names};
 
 pub const OVERHEAD_HEADER: &str = "x-pasarela-overhead-ms";
+/// A request's id: the client's, when it sent a usable one, else one made here. Every
+/// response carries it, and the request log stores it.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 pub async fn observe(mut req: Request, next: Next) -> Response {
     let endpoint = req
@@ -26,6 +29,8 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let exchange = Exchange::new(endpoint.clone());
+    let request_id = request_id(&req);
+    exchange.update(|r| r.request_id.clone_from(&request_id));
     req.extensions_mut().insert(exchange.clone());
 
     let mut resp = next.run(req).await;
@@ -36,8 +41,15 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&format!("{ms:.3}")) {
         resp.headers_mut().insert(OVERHEAD_HEADER, v);
     }
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        resp.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
     let status = resp.status();
-    exchange.update(|r| r.status = status.as_u16());
+    let error = resp.extensions().get::<ErrorDetail>().map(|d| d.0.clone());
+    exchange.update(|r| {
+        r.status = status.as_u16();
+        r.error = error;
+    });
     metrics::histogram!(names::OVERHEAD, "endpoint" => endpoint.clone())
         .record(overhead.as_secs_f64());
     metrics::histogram!(names::REQUEST_DURATION, "endpoint" => endpoint.clone())
@@ -53,6 +65,20 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         }
     }
     resp.map(|body| Body::new(Finishing { body, exchange }))
+}
+
+/// The client's `x-request-id` when it is 1 to 128 visible ASCII characters, else a new
+/// random one.
+fn request_id(req: &Request) -> String {
+    let theirs = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| (1..=128).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_graphic()));
+    match theirs {
+        Some(id) => id.to_owned(),
+        None => format!("req_{:032x}", rand::random::<u128>()),
+    }
 }
 
 /// A response body that finishes its exchange when it ends or is dropped.

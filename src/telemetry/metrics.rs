@@ -21,6 +21,14 @@ pub mod names {
     pub const BATCH_SIZE: &str = "pasarela_engine_batch_size";
     /// Counter: tokens a local model processed, by `model` and `kind` (`prompt`/`completion`).
     pub const ENGINE_TOKENS: &str = "pasarela_engine_tokens_total";
+    /// Counter: request log entries dropped because the buffer was full (never waited for).
+    pub const REQUEST_LOG_DROPPED: &str = "pasarela_request_log_dropped_total";
+    /// Counter: request log rows written to the store.
+    pub const REQUEST_LOG_WRITTEN: &str = "pasarela_request_log_written_total";
+    /// Counter: request log rows lost because the store refused their batch.
+    pub const REQUEST_LOG_FAILED: &str = "pasarela_request_log_failed_total";
+    /// Counter: request log rows deleted past their retention.
+    pub const REQUEST_LOG_PRUNED: &str = "pasarela_request_log_pruned_total";
 }
 
 /// A handle that renders the current metrics in Prometheus' text format.
