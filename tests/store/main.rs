@@ -18,3 +18,4 @@ mod keys;
 mod open;
 mod prompts;
 mod replicas;
+mod request_log;
