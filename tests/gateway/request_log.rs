@@ -153,13 +153,15 @@ async fn every_v1_request_is_logged_with_its_metadata_and_by_default_no_bodies()
 }
 
 #[tokio::test]
-async fn bodies_are_kept_only_for_sampled_keys_and_a_stream_is_stored_assembled() {
+async fn bodies_are_kept_only_for_sampled_keys_and_a_stream_is_stored_assembled_and_routes_can_opt_out()
+ {
     let up = OpenAiUpstream::start(Reply::Chat("Plain answer".into())).await;
     let dir = tempfile::tempdir().unwrap();
     let app = gateway(
         &up,
         dir.path(),
-        "[request_log.keys.sampled]\nbody_sample_rate = 1.0\n",
+        "[request_log.keys.sampled]\nbody_sample_rate = 1.0\n\
+         [request_log.routes.\"/v1/embeddings\"]\nmetadata_sample_rate = 0.0\n",
     )
     .await;
     let sampled = create_key(&app, "sampled").await;
@@ -176,6 +178,16 @@ async fn bodies_are_kept_only_for_sampled_keys_and_a_stream_is_stored_assembled(
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    // An endpoint whose metadata rate is 0 is not logged (for a key without rates of its own).
+    let embedded = app
+        .client
+        .post(app.url("/v1/embeddings"))
+        .bearer_auth(&plain)
+        .json(&json!({"model": "gpt-test", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(embedded.headers().contains_key("x-request-id"));
     app.stop().await;
 
     let rows = logged(dir.path()).await;

@@ -33,10 +33,11 @@ pub const SECRET_KEYS: &[&str] = &[
 ];
 
 /// Secrets recognised inside any text. `sk-` keys need 16 key characters after the prefix,
-/// so that prose such as "sk-learn" stays; bearer tokens 8.
+/// so that prose such as "sk-learn" stays; bearer tokens 16 (a real token is longer, and
+/// "bearer securities" is not one).
 pub const SECRET_PATTERNS: &[&str] = &[
     r"\bsk-[A-Za-z0-9_\-]{16,}",
-    r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{8,}",
+    r"(?i)\bbearer\s+[A-Za-z0-9._~+/=\-]{16,}",
     r"\bAKIA[0-9A-Z]{16}\b",
 ];
 
