@@ -2,7 +2,8 @@
 //! the time spent waiting on upstreams, and reports the rest as `x-pasarela-overhead-ms` and
 //! as metrics. It also writes the one log line for a failed request, and finishes the exchange
 //! when the response body is over (sent to the end, or dropped when the client goes away), so
-//! that its hooks see a stream's final usage.
+//! that its hooks see a stream's final usage. Every response carries the request's id
+//! (`x-request-id`), which the request log and the failure log line name too.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -59,9 +60,9 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     .increment(1);
     if let Some(ErrorDetail(detail)) = resp.extensions().get::<ErrorDetail>() {
         if status.is_server_error() {
-            tracing::warn!(%endpoint, status = status.as_u16(), error = %detail, "request failed");
+            tracing::warn!(%endpoint, %request_id, status = status.as_u16(), error = %detail, "request failed");
         } else {
-            tracing::debug!(%endpoint, status = status.as_u16(), error = %detail, "request rejected");
+            tracing::debug!(%endpoint, %request_id, status = status.as_u16(), error = %detail, "request rejected");
         }
     }
     resp.map(|body| Body::new(Finishing { body, exchange }))

@@ -213,3 +213,52 @@ pub(super) fn spawn_pruner(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Bytes;
+    use serde_json::json;
+
+    use super::*;
+    use crate::telemetry::{Capture, Captured, KeyRef, TokenCounts};
+
+    #[test]
+    fn a_broken_stream_is_stored_failed_with_its_reason_and_redacted_bodies() {
+        let redactor = Redactor::new(&[], &[]).unwrap();
+        let arrived = Utc::now();
+        let record = Record {
+            request_id: "req_1".into(),
+            endpoint: "/v1/chat/completions".into(),
+            status: 200,
+            key: Some(KeyRef {
+                id: 3,
+                name: "team-a".into(),
+            }),
+            stream: true,
+            usage: Some(TokenCounts {
+                input: 5,
+                output: 2,
+            }),
+            first_token: Some(Duration::from_millis(40)),
+            duration: Duration::from_millis(1500),
+            ending: Ending::Failed("upstream reset, key sk-abcdefghijklmnop0123".into()),
+            capture: Some(Box::new(Capture {
+                request: Some(Bytes::from_static(br#"{"api_key":"x","messages":[]}"#)),
+                response: Captured::Json(json!({"choices": []})),
+            })),
+            ..Record::default()
+        };
+        let e = entry(Pending { arrived, record }, &redactor);
+        assert_eq!(e.ending, LogEnding::Failed);
+        assert_eq!(e.error.as_deref(), Some("upstream reset, key [REDACTED]"));
+        assert_eq!((e.key_id, e.key_name.as_deref()), (Some(3), Some("team-a")));
+        assert_eq!((e.duration_ms, e.first_token_ms), (1500, Some(40)));
+        assert_eq!((e.input_tokens, e.output_tokens), (Some(5), Some(2)));
+        assert_eq!(
+            e.request_body.as_deref(),
+            Some(r#"{"api_key":"[REDACTED]","messages":[]}"#)
+        );
+        assert_eq!(e.response_body.as_deref(), Some(r#"{"choices":[]}"#));
+        assert_eq!(e.created_at, arrived);
+    }
+}
