@@ -13,8 +13,9 @@ use serde_json::{Value, json};
 use crate::openai::chat::ChatCompletionChunk;
 use crate::openai::completions::Completion;
 
-/// A sampled request's bodies.
-#[derive(Debug, Clone, Default)]
+/// A sampled request's bodies. Its `Debug` shows their sizes only: they are not redacted
+/// yet, and a debug print of a record must not leak a pasted key into the logs.
+#[derive(Clone, Default)]
 pub struct Capture {
     /// The request body: what the client sent, or for a registry prompt the request after
     /// the prompt was rendered into it.
@@ -22,8 +23,23 @@ pub struct Capture {
     pub response: Captured,
 }
 
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let response = match &self.response {
+            Captured::Nothing => "nothing",
+            Captured::Json(_) => "json",
+            Captured::ChatStream(_) => "chat stream",
+            Captured::CompletionStream(_) => "completion stream",
+        };
+        f.debug_struct("Capture")
+            .field("request_bytes", &self.request.as_ref().map(Bytes::len))
+            .field("response", &response)
+            .finish()
+    }
+}
+
 /// A response, as far as it went.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub enum Captured {
     #[default]
     Nothing,
@@ -36,20 +52,20 @@ pub enum Captured {
 }
 
 /// The choices of a stream so far, by index.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Assembled {
     model: String,
     choices: BTreeMap<u32, Choice>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 struct Choice {
     text: String,
     tool_calls: BTreeMap<u32, ToolCall>,
     finish_reason: Option<String>,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 struct ToolCall {
     id: String,
     kind: String,
@@ -202,5 +218,10 @@ mod tests {
         assert_eq!(call["function"]["name"], "get_weather");
         assert_eq!(call["function"]["arguments"], "{\"city\":\"Lima\"}");
         assert_eq!(v["model"], "m");
+        let shown = format!("{cap:?}");
+        assert!(
+            !shown.contains("Hello") && !shown.contains("Lima"),
+            "{shown}"
+        );
     }
 }
