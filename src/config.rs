@@ -67,6 +67,9 @@ pub struct Config {
     /// spend and budgets. Local models cost nothing unless priced here.
     #[serde(default)]
     pub prices: BTreeMap<String, crate::limits::Price>,
+    /// What is kept of each API request, and for how long.
+    #[serde(default)]
+    pub request_log: RequestLogConfig,
     /// Where the configuration came from, for error messages.
     #[serde(skip)]
     pub origin: String,
@@ -221,6 +224,63 @@ impl Default for LimitsConfig {
             // Far above a round trip inside a data centre (well under a millisecond), far below
             // what a client would notice.
             redis_timeout_ms: 100,
+        }
+    }
+}
+
+/// The request log: a row per `/v1` request (metadata), with its bodies at a sampled rate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestLogConfig {
+    pub enabled: bool,
+    /// Share of requests whose metadata is logged, 0.0 to 1.0.
+    pub metadata_sample_rate: f64,
+    /// Share of requests whose bodies are logged too, 0.0 to 1.0.
+    pub body_sample_rate: f64,
+    /// Rates by endpoint (`/v1/chat/completions`), over the defaults above.
+    pub routes: BTreeMap<String, SampleRates>,
+    /// Rates by virtual key name, over the endpoint's and the defaults.
+    pub keys: BTreeMap<String, SampleRates>,
+    /// Entries waiting to be written; beyond that, new ones are dropped (and counted).
+    pub buffer: usize,
+    /// Most rows written in one transaction.
+    pub batch: usize,
+    /// Rows older than this are deleted; 0 keeps them forever.
+    pub retention_days: u32,
+    /// How often old rows are looked for.
+    pub prune_interval_secs: u64,
+    /// JSON keys whose values are replaced in stored bodies, beside the built-in ones
+    /// (case-insensitive).
+    pub redact_keys: Vec<String>,
+    /// Regular expressions whose matches are replaced in stored bodies, beside the built-in
+    /// API-key patterns.
+    pub redact_patterns: Vec<String>,
+}
+
+/// Sample rates that override the defaults for one endpoint or key; unset ones inherit.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleRates {
+    #[serde(default)]
+    pub metadata_sample_rate: Option<f64>,
+    #[serde(default)]
+    pub body_sample_rate: Option<f64>,
+}
+
+impl Default for RequestLogConfig {
+    fn default() -> Self {
+        RequestLogConfig {
+            enabled: true,
+            metadata_sample_rate: 1.0,
+            body_sample_rate: 0.0,
+            routes: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            buffer: 10_000,
+            batch: 500,
+            retention_days: 30,
+            prune_interval_secs: 3600,
+            redact_keys: Vec::new(),
+            redact_patterns: Vec::new(),
         }
     }
 }
@@ -534,6 +594,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_request_log()?;
         if self.prompts.refresh_interval_ms == 0 {
             return Err(self.invalid("prompts.refresh_interval_ms", "must be greater than 0"));
         }
@@ -640,6 +701,56 @@ impl Config {
                     format!("routes.{name}.retry.initial_backoff_ms"),
                     "must not exceed max_backoff_ms",
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_request_log(&self) -> Result<(), ConfigError> {
+        let log = &self.request_log;
+        let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
+        let mut rates = vec![
+            (
+                "request_log.metadata_sample_rate".to_owned(),
+                log.metadata_sample_rate,
+            ),
+            (
+                "request_log.body_sample_rate".to_owned(),
+                log.body_sample_rate,
+            ),
+        ];
+        for (scope, table) in [("routes", &log.routes), ("keys", &log.keys)] {
+            for (name, r) in table {
+                let key = format!("request_log.{scope}.{name}");
+                rates.extend(
+                    r.metadata_sample_rate
+                        .map(|v| (format!("{key}.metadata_sample_rate"), v)),
+                );
+                rates.extend(
+                    r.body_sample_rate
+                        .map(|v| (format!("{key}.body_sample_rate"), v)),
+                );
+            }
+        }
+        for (key, rate) in rates {
+            if !rate_ok(rate) {
+                return Err(self.invalid(key, "must be between 0.0 and 1.0"));
+            }
+        }
+        for (key, value) in [
+            ("request_log.buffer", log.buffer as u64),
+            ("request_log.batch", log.batch as u64),
+            ("request_log.prune_interval_secs", log.prune_interval_secs),
+        ] {
+            if value == 0 {
+                return Err(self.invalid(key, "must be greater than 0"));
+            }
+        }
+        for (i, pattern) in log.redact_patterns.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(pattern) {
+                return Err(
+                    self.invalid(format!("request_log.redact_patterns[{i}]"), e.to_string())
+                );
             }
         }
         Ok(())
@@ -944,6 +1055,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("limits.redis_prefix"), "{msg}");
+    }
+
+    #[test]
+    fn request_log_defaults_keep_metadata_and_no_bodies() {
+        let c = Config::embedded().unwrap();
+        assert!(c.request_log.enabled);
+        assert_eq!(c.request_log.metadata_sample_rate, 1.0);
+        assert_eq!(c.request_log.body_sample_rate, 0.0);
+        assert_eq!(c.request_log.retention_days, 30);
+    }
+
+    #[test]
+    fn request_log_rates_outside_zero_to_one_are_rejected_with_their_key() {
+        let text = "[request_log.keys.team-a]\nbody_sample_rate = 1.5\n";
+        let msg = Config::parse(text, "x.toml").unwrap_err().to_string();
+        assert!(
+            msg.contains("request_log.keys.team-a.body_sample_rate"),
+            "{msg}"
+        );
+        let text = "[request_log]\nredact_patterns = [\"(\"]\n";
+        let msg = Config::parse(text, "x.toml").unwrap_err().to_string();
+        assert!(msg.contains("request_log.redact_patterns[0]"), "{msg}");
     }
 
     #[test]

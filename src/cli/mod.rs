@@ -3,6 +3,7 @@
 
 mod config_cmd;
 mod keys;
+mod logs;
 mod prompts;
 mod serve;
 
@@ -35,6 +36,9 @@ enum Command {
     /// Manage the prompt registry: push prompt files, move labels, show, diff and pull versions.
     #[command(subcommand)]
     Prompts(prompts::PromptsCommand),
+    /// Read the request log: export logged chat traffic as a dataset, list recent requests.
+    #[command(subcommand)]
+    Logs(logs::LogsCommand),
 }
 
 /// Where the configuration comes from: `--config`/`PASARELA_CONFIG`, else `./pasarela.toml`,
@@ -74,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Prompts(cmd) => prompts::run(cmd),
+        Command::Logs(cmd) => logs::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

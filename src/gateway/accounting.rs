@@ -4,6 +4,9 @@
 //! Streams are always asked for their usage (`stream_options.include_usage`), since limits and
 //! spend are settled on it; a client that did not ask for it does not see it: its usage-only
 //! final chunk is dropped and any usage on other chunks removed.
+//!
+//! When the request log sampled a request's bodies, its response is kept too: a complete
+//! reply as sent, a stream assembled chunk by chunk. Otherwise nothing is copied.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use crate::openai::chat::{ChatCompletion, ChatCompletionChunk, StreamOptions, Us
 use crate::openai::completions::Completion;
 use crate::openai::embeddings::EmbeddingResponse;
 use crate::providers::{ChatStream, CompletionStream, ProviderError};
-use crate::telemetry::{Ending, Exchange, TokenCounts};
+use crate::telemetry::{Capture, Captured, Ending, Exchange, TokenCounts};
 
 /// `stream_options` that ask for usage, keeping whatever else the client set.
 pub(super) fn with_usage(options: Option<StreamOptions>) -> Option<StreamOptions> {
@@ -30,7 +33,17 @@ fn counts(usage: &Usage) -> TokenCounts {
     }
 }
 
+/// Keeps a complete reply for the request log, when its bodies were sampled.
+fn keep<T: serde::Serialize>(exchange: &Exchange, reply: &T) {
+    if exchange.captures_bodies()
+        && let Ok(v) = serde_json::to_value(reply)
+    {
+        exchange.capture(|c| c.response = Captured::Json(v));
+    }
+}
+
 pub(super) fn chat(exchange: &Exchange, reply: &ChatCompletion) {
+    keep(exchange, reply);
     exchange.update(|r| {
         r.response_model = Some(reply.model.clone());
         r.usage = reply.usage.as_ref().map(counts);
@@ -43,6 +56,7 @@ pub(super) fn chat(exchange: &Exchange, reply: &ChatCompletion) {
 }
 
 pub(super) fn completion(exchange: &Exchange, reply: &Completion) {
+    keep(exchange, reply);
     exchange.update(|r| {
         r.response_model = Some(reply.model.clone());
         r.usage = reply.usage.as_ref().map(counts);
@@ -72,6 +86,8 @@ trait StreamItem {
     /// Removes the item's usage, returning it; true when nothing else is left in it.
     fn take_usage(&mut self) -> (Option<Usage>, bool);
     fn usage(&self) -> Option<&Usage>;
+    /// Adds the item to a sampled request's assembled response.
+    fn capture_into(&self, capture: &mut Capture);
 }
 
 impl StreamItem for ChatCompletionChunk {
@@ -94,6 +110,9 @@ impl StreamItem for ChatCompletionChunk {
     fn usage(&self) -> Option<&Usage> {
         self.usage.as_ref()
     }
+    fn capture_into(&self, capture: &mut Capture) {
+        capture.chat_chunk(self);
+    }
 }
 
 impl StreamItem for Completion {
@@ -113,6 +132,9 @@ impl StreamItem for Completion {
     }
     fn usage(&self) -> Option<&Usage> {
         self.usage.as_ref()
+    }
+    fn capture_into(&self, capture: &mut Capture) {
+        capture.completion_chunk(self);
     }
 }
 
@@ -178,6 +200,9 @@ fn note_chunk<T: StreamItem>(exchange: &Exchange, chunk: &mut T, client_wants_us
         r.finish_reasons.extend(reasons);
         if usage.is_some() {
             r.usage = usage;
+        }
+        if let Some(c) = r.capture.as_deref_mut() {
+            chunk.capture_into(c);
         }
     });
     if client_wants_usage {

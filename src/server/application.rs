@@ -19,6 +19,7 @@ use crate::limits::{Accounting, ApiKeyHash, ApiKeys, PerIp, Prices, SharedLimits
 use crate::prompts::Registry;
 use crate::store::Store;
 use crate::telemetry::Metrics;
+use crate::telemetry::request_log::{LogWriter, RequestLog};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -34,6 +35,8 @@ pub enum StartError {
     Keys(#[from] crate::limits::KeysError),
     #[error("cannot share limits through Redis: {0}")]
     SharedLimits(#[from] crate::limits::SharedError),
+    #[error("cannot start the request log: {0}")]
+    RequestLog(#[from] regex::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -48,6 +51,7 @@ pub struct Application {
     ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
     grace: Duration,
+    log_writer: Option<LogWriter>,
 }
 
 impl Application {
@@ -87,11 +91,16 @@ impl Application {
             default_output_tokens: config.limits.default_output_tokens,
             shared: shared.clone(),
         };
-        let virtual_keys = Arc::new(VirtualKeys::load(store, accounting).await?);
+        let virtual_keys = Arc::new(VirtualKeys::load(store.clone(), accounting).await?);
         let shutdown = CancellationToken::new();
         if let Some(shared) = &shared {
             shared.spawn_probe(shutdown.clone());
         }
+        let (request_log, log_writer) =
+            match RequestLog::start(&config.request_log, &store, &shutdown)? {
+                Some((log, writer)) => (Some(log), Some(writer)),
+                None => (None, None),
+            };
         registry.spawn_refresher(shutdown.clone());
         virtual_keys.spawn_refresher(shutdown.clone());
         let per_ip = config
@@ -146,6 +155,7 @@ impl Application {
             registry,
             ready: ready.clone(),
             metrics,
+            request_log,
         };
         Ok(Application {
             listener,
@@ -154,6 +164,7 @@ impl Application {
             ready,
             shutdown,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
+            log_writer,
         })
     }
 
@@ -187,18 +198,24 @@ impl Application {
         });
         let token = self.shutdown.clone();
         let grace = self.grace;
-        tokio::select! {
-            result = serve.into_future() => {
-                tracing::info!("shutdown complete");
-                result
-            }
+        let result = tokio::select! {
+            result = serve.into_future() => result,
             () = async move { token.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_secs = grace.as_secs(), "grace period over: closing remaining connections");
                 Ok(())
             }
+        };
+        // Requests are over: what they logged is written before the process ends.
+        if let Some(writer) = self.log_writer {
+            writer.flush(LOG_FLUSH_LIMIT).await;
         }
+        tracing::info!("shutdown complete");
+        result
     }
 }
+
+/// How long a shutdown waits for the request log's last entries to be written.
+const LOG_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// Forgets idle client addresses every minute, so that the per-address state stays small.
 fn spawn_forgetter(per_ip: Arc<PerIp>, stop: CancellationToken) {

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::UpstreamClock;
+use super::capture::Capture;
 
 /// Input and output tokens of one request, as the model counted them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,6 +46,8 @@ pub struct KeyRef {
 /// request has no finish reason) or never became known (a refused request has no deployment).
 #[derive(Debug, Clone, Default)]
 pub struct Record {
+    /// `x-request-id`: the client's, or one made for the request.
+    pub request_id: String,
     /// The matched route, e.g. `/v1/chat/completions`.
     pub endpoint: String,
     pub status: u16,
@@ -65,6 +68,10 @@ pub struct Record {
     /// The registry prompt and version a chat request used.
     pub prompt: Option<(String, i64)>,
     pub ending: Ending,
+    /// Why the request failed, for an error response.
+    pub error: Option<String>,
+    /// The bodies, only when the request log sampled them: nothing is copied otherwise.
+    pub capture: Option<Box<Capture>>,
 }
 
 type Hook = Box<dyn FnOnce(&Record) + Send>;
@@ -103,6 +110,18 @@ impl Exchange {
     /// readable: every field stays valid on its own.
     pub fn update(&self, f: impl FnOnce(&mut Record)) {
         f(&mut self.lock());
+    }
+
+    /// Whether the request log sampled this request's bodies, so that they should be kept.
+    pub fn captures_bodies(&self) -> bool {
+        self.lock().capture.is_some()
+    }
+
+    /// Changes the captured bodies, when they are being captured.
+    pub fn capture(&self, f: impl FnOnce(&mut Capture)) {
+        if let Some(c) = self.lock().capture.as_deref_mut() {
+            f(c);
+        }
     }
 
     /// A copy of the record as it stands.

@@ -27,6 +27,14 @@ pub mod names {
     /// Counter: rate checks counted on this replica because Redis was unavailable, by `limit`
     /// (`requests`/`tokens`).
     pub const LIMITS_LOCAL_CHECKS: &str = "pasarela_limits_local_checks_total";
+    /// Counter: request log entries dropped because the buffer was full (never waited for).
+    pub const REQUEST_LOG_DROPPED: &str = "pasarela_request_log_dropped_total";
+    /// Counter: request log rows written to the store.
+    pub const REQUEST_LOG_WRITTEN: &str = "pasarela_request_log_written_total";
+    /// Counter: request log rows lost because the store refused their batch.
+    pub const REQUEST_LOG_FAILED: &str = "pasarela_request_log_failed_total";
+    /// Counter: request log rows deleted past their retention.
+    pub const REQUEST_LOG_PRUNED: &str = "pasarela_request_log_pruned_total";
 }
 
 /// A handle that renders the current metrics in Prometheus' text format.

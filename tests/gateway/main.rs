@@ -11,6 +11,7 @@ mod chat;
 mod errors;
 mod keys;
 mod prompts;
+mod request_log;
 mod routing;
 mod sdk;
 mod server;

@@ -23,3 +23,4 @@ mod prompts;
 mod replicas;
 mod shared_limits;
 mod tcp_proxy;
+mod request_log;
