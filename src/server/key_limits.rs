@@ -30,7 +30,7 @@ use super::error::ApiError;
 use crate::limits::{
     KeyPolicy, RateDenied, RateStatus, Reservation, VirtualKeys, estimate, reset_text,
 };
-use crate::telemetry::{Exchange, KeyRef, Record};
+use crate::telemetry::{Exchange, KeyRef, Record, names};
 
 pub const LIMIT_REQUESTS: &str = "x-ratelimit-limit-requests";
 pub const REMAINING_REQUESTS: &str = "x-ratelimit-remaining-requests";
@@ -82,7 +82,7 @@ pub async fn enforce(
         None => {}
         Some(Ok(status)) => rates.requests = Some(status),
         Some(Err(denied)) => {
-            return requests_refused(&format!("key `{}`", policy.name), denied);
+            return requests_refused(&format!("key `{}`", policy.name), "requests", denied);
         }
     }
     if let Some(budget) = policy.budget
@@ -102,6 +102,7 @@ pub async fn enforce(
             ),
         )
         .code("insufficient_quota");
+        count_refusal("budget");
         return rates.apply(err.into_response());
     }
     let permit = match policy.try_start() {
@@ -117,6 +118,7 @@ pub async fn enforce(
                 ),
             )
             .code("concurrency_limit_exceeded");
+            count_refusal("concurrency");
             return rates.apply(err.into_response());
         }
     };
@@ -151,7 +153,13 @@ pub async fn enforce(
 }
 
 /// 429 for a request over a request rate, with the rate headers and `Retry-After`.
-pub fn requests_refused(whose: &str, denied: RateDenied) -> Response {
+/// Counts a request refused by `limit` in the metrics.
+fn count_refusal(limit: &'static str) {
+    metrics::counter!(names::RATE_LIMITED, "limit" => limit).increment(1);
+}
+
+pub fn requests_refused(whose: &str, limit: &'static str, denied: RateDenied) -> Response {
+    count_refusal(limit);
     let mut err = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "requests",
@@ -233,6 +241,7 @@ async fn check_body(
     if let Some(limit) = policy.token_limit() {
         let guess = estimate(&json, keys.accounting().default_output_tokens);
         if guess.input > limit {
+            count_refusal("tokens");
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "tokens",
@@ -254,6 +263,7 @@ async fn check_body(
                 reserved = reservation;
             }
             Some(Err(refused)) => {
+                count_refusal("tokens");
                 rates.tokens = Some(refused.status);
                 let wait = refused.retry_after.unwrap_or_default();
                 let mut err = ApiError::new(

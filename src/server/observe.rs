@@ -17,7 +17,7 @@ use axum::response::Response;
 use http_body::Body as _;
 
 use super::error::ErrorDetail;
-use crate::telemetry::{Ending, Exchange, names};
+use crate::telemetry::{self, Ending, Exchange, names};
 
 pub const OVERHEAD_HEADER: &str = "x-pasarela-overhead-ms";
 /// A request's id: the client's, when it sent a usable one, else one made here. Every
@@ -53,11 +53,8 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     });
     metrics::histogram!(names::OVERHEAD, "endpoint" => endpoint.clone())
         .record(overhead.as_secs_f64());
-    metrics::histogram!(names::REQUEST_DURATION, "endpoint" => endpoint.clone())
-        .record(total.as_secs_f64());
-    metrics::counter!(names::REQUESTS, "endpoint" => endpoint.clone(),
-        "status" => status.as_u16().to_string())
-    .increment(1);
+    // Counted when the response is over, so that a stream's usage and duration are known.
+    exchange.on_finish(telemetry::record_exchange);
     if let Some(ErrorDetail(detail)) = resp.extensions().get::<ErrorDetail>() {
         if status.is_server_error() {
             tracing::warn!(%endpoint, %request_id, status = status.as_u16(), error = %detail, "request failed");

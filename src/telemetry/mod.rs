@@ -12,5 +12,5 @@ pub mod request_log;
 pub use capture::{Capture, Captured};
 pub use exchange::{Ending, Exchange, KeyRef, Record, TokenCounts};
 pub use logs::init_logging;
-pub use metrics::{Metrics, names};
+pub use metrics::{Metrics, names, record_exchange};
 pub use overhead::UpstreamClock;

@@ -10,6 +10,7 @@ mod anthropic;
 mod chat;
 mod errors;
 mod keys;
+mod metrics;
 mod prompts;
 mod request_log;
 mod routing;

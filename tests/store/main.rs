@@ -21,6 +21,6 @@ mod keys;
 mod open;
 mod prompts;
 mod replicas;
+mod request_log;
 mod shared_limits;
 mod tcp_proxy;
-mod request_log;
