@@ -7,6 +7,9 @@
 //! gateway. It must not grow logic beyond answering; anything that costs time here blurs the
 //! gateway overhead the benchmark reports.
 //!
+//! It also takes OTLP/HTTP trace exports (`POST /v1/traces`) and discards them, so that
+//! `scripts/bench-controls` can measure the gateway with its exporter on without a collector.
+//!
 //! Usage: `bench_upstream <port>` (listens on 127.0.0.1).
 
 use std::net::SocketAddr;
@@ -34,6 +37,11 @@ async fn chat_completions() -> impl IntoResponse {
     )
 }
 
+/// An empty `ExportTraceServiceResponse`: zero bytes of protobuf, everything accepted.
+async fn traces() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/x-protobuf")], "")
+}
+
 fn main() -> anyhow::Result<()> {
     let port: u16 = std::env::args()
         .nth(1)
@@ -49,7 +57,9 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        let app = Router::new().route("/v1/chat/completions", post(chat_completions));
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/traces", post(traces));
         axum::serve(listener, app).await.context("serving")
     })
 }

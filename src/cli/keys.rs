@@ -38,13 +38,13 @@ pub struct CreateArgs {
     /// Requests per minute.
     #[arg(long)]
     rpm: Option<u32>,
-    /// Tokens per minute (stored; not enforced yet).
+    /// Tokens per minute: an estimate is reserved before each call, settled on its usage.
     #[arg(long)]
     tpm: Option<u32>,
     /// Requests in flight at once.
     #[arg(long)]
     max_concurrent: Option<u32>,
-    /// Spend limit in US dollars per budget period (stored; not enforced yet).
+    /// Spend limit in US dollars per budget period, priced from `[prices]`.
     #[arg(long, requires = "budget_period")]
     budget: Option<f64>,
     /// `day`, `week` or `month`.
