@@ -43,28 +43,29 @@ fn keep<T: serde::Serialize>(exchange: &Exchange, reply: &T) {
 }
 
 pub(super) fn chat(exchange: &Exchange, reply: &ChatCompletion) {
-    keep(exchange, reply);
-    exchange.update(|r| {
-        r.response_model = Some(reply.model.clone());
-        r.usage = reply.usage.as_ref().map(counts);
-        r.finish_reasons = reply
-            .choices
-            .iter()
-            .filter_map(|c| c.finish_reason.clone())
-            .collect();
-    });
+    let reasons = reply.choices.iter().map(|c| c.finish_reason.as_ref());
+    complete(exchange, reply, &reply.model, reply.usage.as_ref(), reasons);
 }
 
 pub(super) fn completion(exchange: &Exchange, reply: &Completion) {
+    let reasons = reply.choices.iter().map(|c| c.finish_reason.as_ref());
+    complete(exchange, reply, &reply.model, reply.usage.as_ref(), reasons);
+}
+
+/// Records a whole (not streamed) generation.
+fn complete<'a>(
+    exchange: &Exchange,
+    reply: &impl serde::Serialize,
+    model: &str,
+    usage: Option<&Usage>,
+    finish_reasons: impl Iterator<Item = Option<&'a String>>,
+) {
     keep(exchange, reply);
+    let reasons: Vec<String> = finish_reasons.flatten().cloned().collect();
     exchange.update(|r| {
-        r.response_model = Some(reply.model.clone());
-        r.usage = reply.usage.as_ref().map(counts);
-        r.finish_reasons = reply
-            .choices
-            .iter()
-            .filter_map(|c| c.finish_reason.clone())
-            .collect();
+        r.response_model = Some(model.to_owned());
+        r.usage = usage.map(counts);
+        r.finish_reasons = reasons;
     });
 }
 

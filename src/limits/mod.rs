@@ -6,6 +6,7 @@
 mod api_keys;
 mod estimate;
 mod gcra;
+mod governed;
 mod per_ip;
 mod shared;
 mod spend;

@@ -10,7 +10,7 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
-use super::{RateDenied, RateStatus};
+use super::{RateDenied, RateStatus, governed};
 
 type Limiter =
     RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
@@ -28,31 +28,7 @@ impl PerIp {
     }
 
     pub fn check(&self, ip: IpAddr) -> Result<RateStatus, RateDenied> {
-        match self.limiter.check_key(&ip) {
-            Ok(snapshot) => {
-                let quota = snapshot.quota();
-                let limit = quota.burst_size().get();
-                let remaining = snapshot.remaining_burst_capacity();
-                Ok(RateStatus {
-                    limit,
-                    remaining,
-                    reset: quota.replenish_interval() * limit.saturating_sub(remaining),
-                })
-            }
-            Err(not_until) => {
-                let quota = not_until.quota();
-                let limit = quota.burst_size().get();
-                let retry_after = not_until.wait_time_from(self.limiter.clock().now());
-                Err(RateDenied {
-                    status: RateStatus {
-                        limit,
-                        remaining: 0,
-                        reset: retry_after + quota.replenish_interval() * (limit - 1),
-                    },
-                    retry_after,
-                })
-            }
-        }
+        governed::decision(self.limiter.check_key(&ip), self.limiter.clock().now())
     }
 
     /// Drops the state of addresses whose bucket is full again, so that memory follows the

@@ -31,6 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::gcra::{self, LocalBucket, Refused};
+use super::governed;
 use super::shared::{RateKind, SharedBucket, SharedLimits};
 use super::spend::{Prices, SpendBook};
 use super::{ApiKeyHash, generate_key};
@@ -256,33 +257,7 @@ impl KeyPolicy {
             }));
         }
         let limiter = self.rate.as_ref()?;
-        Some(match limiter.check() {
-            Ok(snapshot) => {
-                let quota = snapshot.quota();
-                let limit = quota.burst_size().get();
-                let remaining = snapshot.remaining_burst_capacity();
-                Ok(RateStatus {
-                    limit,
-                    remaining,
-                    // Each used slot comes back one interval after the one before; this is
-                    // at most one interval late, since the oldest may be partly back.
-                    reset: quota.replenish_interval() * limit.saturating_sub(remaining),
-                })
-            }
-            Err(not_until) => {
-                let quota = not_until.quota();
-                let limit = quota.burst_size().get();
-                let retry_after = not_until.wait_time_from(limiter.clock().now());
-                Err(RateDenied {
-                    status: RateStatus {
-                        limit,
-                        remaining: 0,
-                        reset: retry_after + quota.replenish_interval() * (limit - 1),
-                    },
-                    retry_after,
-                })
-            }
-        })
+        Some(governed::decision(limiter.check(), limiter.clock().now()))
     }
 
     /// The key's tokens-per-minute limit, if it has one.

@@ -147,3 +147,38 @@ pub async fn expect_error(resp: reqwest::Response, status: u16) -> Value {
     assert!(error.get("code").is_some(), "`code` key present: {body}");
     error
 }
+
+/// The admin key of [`admin_config`].
+pub const ADMIN: &str = "sk-admin-0123456789abcdef";
+
+/// `[auth]` with [`ADMIN`] as the admin key, then `extra`.
+pub fn admin_config(extra: &str) -> String {
+    let admin = pasarela::limits::ApiKeyHash::of(ADMIN);
+    format!("[auth]\nadmin_key_hashes = [\"{admin}\"]\n{extra}")
+}
+
+/// Makes a virtual key through the admin API (`POST /api/keys` with `body`); returns the key.
+pub async fn create_key(app: &TestApp, body: Value) -> String {
+    let resp = app
+        .client
+        .post(app.url("/api/keys"))
+        .bearer_auth(ADMIN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.unwrap();
+    created["key"].as_str().unwrap().to_owned()
+}
+
+/// A chat completion request made with `key`.
+pub async fn chat_as(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}

@@ -3,43 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-use pasarela::limits::ApiKeyHash;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, expect_error, one_route, user_message};
+use crate::helpers::{
+    ADMIN, TestApp, admin_config, chat_as, create_key, expect_error, one_route, user_message,
+};
 use crate::openai_upstream::{OpenAiUpstream, Reply, chat_chunks};
 
-const ADMIN: &str = "sk-admin";
-
 async fn gateway(up: &OpenAiUpstream) -> TestApp {
-    let admin = ApiKeyHash::of(ADMIN);
-    let extra = format!("[auth]\nadmin_key_hashes = [\"{admin}\"]\n");
-    TestApp::spawn(&one_route(&up.base_url(), &extra)).await
-}
-
-/// Makes a key through the admin API; returns the key.
-async fn create_key(app: &TestApp, body: Value) -> String {
-    let resp = app
-        .client
-        .post(app.url("/api/keys"))
-        .bearer_auth(ADMIN)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let created: Value = resp.json().await.unwrap();
-    created["key"].as_str().unwrap().to_owned()
-}
-
-async fn chat_as(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
-    app.client
-        .post(app.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+    TestApp::spawn(&one_route(&up.base_url(), &admin_config(""))).await
 }
 
 fn header(resp: &reqwest::Response, name: &str) -> Option<String> {

@@ -3,14 +3,13 @@
 
 use std::process::Stdio;
 
-use pasarela::limits::ApiKeyHash;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use crate::helpers::{TestApp, one_route, sse_data, user_message};
+use crate::helpers::{
+    TestApp, admin_config, chat_as, create_key, one_route, sse_data, user_message,
+};
 use crate::openai_upstream::{OpenAiUpstream, Reply};
-
-const ADMIN: &str = "sk-admin";
 
 /// Lines of the exposition that start with `family` and contain every one of `labels`.
 fn samples<'a>(text: &'a str, family: &str, labels: &[&str]) -> Vec<&'a str> {
@@ -22,53 +21,25 @@ fn samples<'a>(text: &'a str, family: &str, labels: &[&str]) -> Vec<&'a str> {
 #[tokio::test]
 async fn metrics_cover_requests_tokens_latency_limits_and_upstream_errors_and_pass_promtool() {
     let up = OpenAiUpstream::start(Reply::Chat("Hi".into())).await;
-    let admin = ApiKeyHash::of(ADMIN);
-    let app = TestApp::spawn(&one_route(
-        &up.base_url(),
-        &format!("[auth]\nadmin_key_hashes = [\"{admin}\"]\n"),
-    ))
-    .await;
-    let created: Value = app
-        .client
-        .post(app.url("/api/keys"))
-        .bearer_auth(ADMIN)
-        .json(&json!({"name": "metered", "rpm": 3}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = created["key"].as_str().unwrap().to_owned();
+    let app = TestApp::spawn(&one_route(&up.base_url(), &admin_config(""))).await;
+    let key = create_key(&app, json!({"name": "metered", "rpm": 3})).await;
     let chat = |body: Value| {
-        app.client
-            .post(app.url("/v1/chat/completions"))
-            .bearer_auth(&key)
-            .json(&body)
-            .send()
+        let (app, key) = (&app, &key);
+        async move { chat_as(app, key, &body).await }
     };
     // A plain answer, a stream, an upstream failure (500 twice, so retries give up), then a
     // refusal by the key's rate.
-    assert_eq!(
-        chat(user_message("gpt-test", "hi")).await.unwrap().status(),
-        200
-    );
+    assert_eq!(chat(user_message("gpt-test", "hi")).await.status(), 200);
     up.push(Reply::stream_of(&["a", "b"], true));
     let mut stream = user_message("gpt-test", "hi");
     stream["stream"] = json!(true);
-    let frames = sse_data(&chat(stream).await.unwrap().text().await.unwrap());
+    let frames = sse_data(&chat(stream).await.text().await.unwrap());
     assert_eq!(frames.last().map(String::as_str), Some("[DONE]"));
     for _ in 0..3 {
         up.push(Reply::status(500, "upstream broke"));
     }
-    assert_eq!(
-        chat(user_message("gpt-test", "hi")).await.unwrap().status(),
-        502
-    );
-    assert_eq!(
-        chat(user_message("gpt-test", "hi")).await.unwrap().status(),
-        429
-    );
+    assert_eq!(chat(user_message("gpt-test", "hi")).await.status(), 502);
+    assert_eq!(chat(user_message("gpt-test", "hi")).await.status(), 429);
 
     // Requests are counted when their response is over: poll until the last one is in.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);

@@ -7,15 +7,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use pasarela::config::Config;
-use pasarela::limits::ApiKeyHash;
 use pasarela::store::{LogEnding, LogEntry, LogFilter, Store};
 use serde_json::{Value, json};
 use sqlx::{Connection, SqliteConnection};
 
-use crate::helpers::{TestApp, one_route, user_message};
+use crate::helpers::{TestApp, admin_config, chat_as, create_key, one_route, user_message};
 use crate::openai_upstream::{OpenAiUpstream, Reply};
-
-const ADMIN: &str = "sk-admin-0123456789abcdef";
 
 /// The store section that puts the gateway's database in `dir`, which the test keeps after
 /// the gateway stops.
@@ -27,10 +24,10 @@ fn store_in(dir: &Path) -> String {
 }
 
 async fn gateway(up: &OpenAiUpstream, dir: &Path, log: &str) -> TestApp {
-    let admin = ApiKeyHash::of(ADMIN);
     let extra = format!(
-        "{store}\n[auth]\nadmin_key_hashes = [\"{admin}\"]\n\n[request_log]\n{log}",
-        store = store_in(dir)
+        "{store}\n{auth}\n[request_log]\n{log}",
+        store = store_in(dir),
+        auth = admin_config("")
     );
     TestApp::spawn(&one_route(&up.base_url(), &extra)).await
 }
@@ -48,30 +45,6 @@ async fn logged(dir: &Path) -> Vec<LogEntry> {
     rows.into_iter().map(|r| r.entry).collect()
 }
 
-async fn create_key(app: &TestApp, name: &str) -> String {
-    let resp = app
-        .client
-        .post(app.url("/api/keys"))
-        .bearer_auth(ADMIN)
-        .json(&json!({ "name": name }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let created: Value = resp.json().await.unwrap();
-    created["key"].as_str().unwrap().to_owned()
-}
-
-async fn chat_as(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
-    app.client
-        .post(app.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
 fn request_id(resp: &reqwest::Response) -> String {
     resp.headers()
         .get("x-request-id")
@@ -86,7 +59,7 @@ async fn every_v1_request_is_logged_with_its_metadata_and_by_default_no_bodies()
     let up = OpenAiUpstream::start(Reply::Chat("Hi there".into())).await;
     let dir = tempfile::tempdir().unwrap();
     let app = gateway(&up, dir.path(), "").await;
-    let key = create_key(&app, "team-a").await;
+    let key = create_key(&app, json!({"name": "team-a"})).await;
 
     let ok = chat_as(&app, &key, &user_message("gpt-test", "hello")).await;
     assert_eq!(ok.status(), 200);
@@ -164,8 +137,8 @@ async fn bodies_are_kept_only_for_sampled_keys_and_a_stream_is_stored_assembled_
          [request_log.routes.\"/v1/embeddings\"]\nmetadata_sample_rate = 0.0\n",
     )
     .await;
-    let sampled = create_key(&app, "sampled").await;
-    let plain = create_key(&app, "plain").await;
+    let sampled = create_key(&app, json!({"name": "sampled"})).await;
+    let plain = create_key(&app, json!({"name": "plain"})).await;
 
     let body = json!({"model": "gpt-test", "temperature": 0.3,
         "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]});
@@ -237,7 +210,7 @@ async fn secrets_in_bodies_are_redacted_and_the_callers_key_is_never_stored() {
         "body_sample_rate = 1.0\nredact_keys = [\"session\"]\n",
     )
     .await;
-    let key = create_key(&app, "team-a").await;
+    let key = create_key(&app, json!({"name": "team-a"})).await;
     let pasted = "sk-proj-AbCdEfGhIjKlMnOpQrStUv0123";
     let body = json!({"model": "gpt-test",
         "metadata": {"api_key": "hunter2-plain", "session": "s-77", "team": "search"},
@@ -286,7 +259,7 @@ async fn a_full_buffer_drops_and_counts_entries_and_requests_stay_fast_while_the
     let up = OpenAiUpstream::start(Reply::Chat("ok".into())).await;
     let dir = tempfile::tempdir().unwrap();
     let app = gateway(&up, dir.path(), "buffer = 2\nbatch = 1\n").await;
-    let key = create_key(&app, "team-a").await;
+    let key = create_key(&app, json!({"name": "team-a"})).await;
     let before = counter(
         &app.get("/metrics").await.text().await.unwrap(),
         "pasarela_request_log_dropped_total",
