@@ -32,6 +32,13 @@ fn counts(usage: &Usage) -> TokenCounts {
 
 pub(super) fn chat(exchange: &Exchange, reply: &ChatCompletion) {
     exchange.update(|r| {
+        if let Some(c) = &mut r.content {
+            c.output = reply
+                .choices
+                .iter()
+                .filter_map(|ch| ch.message.content.as_deref())
+                .collect();
+        }
         r.response_model = Some(reply.model.clone());
         r.usage = reply.usage.as_ref().map(counts);
         r.finish_reasons = reply
@@ -44,6 +51,9 @@ pub(super) fn chat(exchange: &Exchange, reply: &ChatCompletion) {
 
 pub(super) fn completion(exchange: &Exchange, reply: &Completion) {
     exchange.update(|r| {
+        if let Some(c) = &mut r.content {
+            c.output = reply.choices.iter().map(|ch| ch.text.as_str()).collect();
+        }
         r.response_model = Some(reply.model.clone());
         r.usage = reply.usage.as_ref().map(counts);
         r.finish_reasons = reply
@@ -68,6 +78,8 @@ pub(super) fn embeddings(exchange: &Exchange, reply: &EmbeddingResponse) {
 trait StreamItem {
     fn model(&self) -> &str;
     fn has_content(&self) -> bool;
+    /// The generated text in this item, appended to `out`.
+    fn text(&self, out: &mut String);
     fn finish_reasons(&self) -> impl Iterator<Item = &str>;
     /// Removes the item's usage, returning it; true when nothing else is left in it.
     fn take_usage(&mut self) -> (Option<Usage>, bool);
@@ -77,6 +89,13 @@ trait StreamItem {
 impl StreamItem for ChatCompletionChunk {
     fn model(&self) -> &str {
         &self.model
+    }
+    fn text(&self, out: &mut String) {
+        out.extend(
+            self.choices
+                .iter()
+                .filter_map(|c| c.delta.content.as_deref()),
+        );
     }
     fn has_content(&self) -> bool {
         self.choices.iter().any(|c| {
@@ -99,6 +118,9 @@ impl StreamItem for ChatCompletionChunk {
 impl StreamItem for Completion {
     fn model(&self) -> &str {
         &self.model
+    }
+    fn text(&self, out: &mut String) {
+        out.extend(self.choices.iter().map(|c| c.text.as_str()));
     }
     fn has_content(&self) -> bool {
         self.choices.iter().any(|c| !c.text.is_empty())
@@ -172,6 +194,9 @@ fn note_chunk<T: StreamItem>(exchange: &Exchange, chunk: &mut T, client_wants_us
     let usage = chunk.usage().map(counts);
     let model = chunk.model();
     exchange.update(|r| {
+        if let Some(c) = &mut r.content {
+            chunk.text(&mut c.output);
+        }
         if r.response_model.is_none() && !model.is_empty() {
             r.response_model = Some(model.to_owned());
         }

@@ -24,13 +24,23 @@ pub use route::{Deployment, Route};
 use crate::config::{Config, ConfigError};
 use crate::engine::local_models::{LocalModel, LocalModels};
 use crate::openai::Extra;
+use crate::openai::chat::Role;
 use crate::openai::chat::{ChatCompletion, ChatCompletionRequest};
+use crate::openai::completions::Prompt;
 use crate::openai::completions::{Completion, CompletionRequest};
 use crate::openai::embeddings::{EmbeddingRequest, EmbeddingResponse};
 use crate::openai::models::Model;
 use crate::providers::local::{LocalChat, LocalEmbedding};
 use crate::providers::{self, ChatStream, CompletionStream, Provider, ProviderError};
-use crate::telemetry::{Exchange, UpstreamClock, names};
+use crate::telemetry::{
+    Content, Exchange, RequestParams, UpstreamCall, UpstreamSpan, gen_ai, names,
+};
+use opentelemetry::context::FutureExt as _;
+
+// `gen_ai.operation.name` of each kind of request.
+const CHAT: &str = "chat";
+const TEXT_COMPLETION: &str = "text_completion";
+const EMBEDDINGS: &str = "embeddings";
 
 /// A response or a stream of chunks, as the client asked.
 pub enum Reply<T, S> {
@@ -101,6 +111,7 @@ impl Gateway {
                 deployments.push(Deployment {
                     label: format!("{}/{}", dc.provider, dc.model),
                     provider,
+                    kind: pc.kind(),
                     model: dc.model.clone(),
                     weight: dc.weight,
                 });
@@ -140,6 +151,7 @@ impl Gateway {
                     deployments: vec![Deployment {
                         label: format!("local/{name}"),
                         provider,
+                        kind: crate::telemetry::gen_ai::LOCAL_PROVIDER,
                         model: name.clone(),
                         weight: 1,
                     }],
@@ -173,36 +185,61 @@ impl Gateway {
         validate::chat(&req)?;
         let model = req.model.clone();
         let stream = req.is_stream();
+        let content = exchange.records_content().then(|| Content {
+            input: gen_ai::input_messages(req.messages.iter().map(|m| {
+                (
+                    role_name(m.role),
+                    m.content.as_ref().map(|c| c.text()).unwrap_or_default(),
+                )
+            })),
+            output: String::new(),
+        });
         exchange.update(|r| {
             r.model = Some(model.clone());
             r.stream = stream;
+            r.params = RequestParams {
+                temperature: req.temperature,
+                max_tokens: req.max_output_tokens().map(u64::from),
+                top_p: req.top_p,
+            };
+            r.content = content;
         });
         if stream {
             let client_wants_usage = req.include_usage();
             req.stream_options = accounting::with_usage(req.stream_options.take());
-            self.dispatch(&model, exchange, |p: Arc<dyn Provider>, upstream_model| {
-                let mut req = req.clone();
-                req.model = upstream_model;
-                let exchange = exchange.clone();
-                async move {
-                    // Tracked only once committed: an attempt that fails before its first
-                    // chunk is retried, not recorded.
-                    let s = first_chunk_ready(p.chat_stream(req).await?).await?;
-                    Ok(Reply::Stream(accounting::chat_stream(
-                        s,
-                        exchange,
-                        client_wants_usage,
-                    )))
-                }
-            })
+            self.dispatch(
+                &model,
+                CHAT,
+                exchange,
+                |p: Arc<dyn Provider>, upstream_model| {
+                    let mut req = req.clone();
+                    req.model = upstream_model;
+                    let exchange = exchange.clone();
+                    async move {
+                        // Tracked only once committed: an attempt that fails before its first
+                        // chunk is retried, not recorded.
+                        let s = first_chunk_ready(p.chat_stream(req).await?).await?;
+                        Ok(Reply::Stream(accounting::chat_stream(
+                            s,
+                            exchange,
+                            client_wants_usage,
+                        )))
+                    }
+                },
+            )
             .await
         } else {
             let served = self
-                .dispatch(&model, exchange, |p: Arc<dyn Provider>, upstream_model| {
-                    let mut req = req.clone();
-                    req.model = upstream_model;
-                    async move { p.chat(req).await.map(Reply::Complete) }
-                })
+                .dispatch(
+                    &model,
+                    CHAT,
+                    exchange,
+                    |p: Arc<dyn Provider>, upstream_model| {
+                        let mut req = req.clone();
+                        req.model = upstream_model;
+                        async move { p.chat(req).await.map(Reply::Complete) }
+                    },
+                )
                 .await?;
             if let Reply::Complete(c) = &served.value {
                 accounting::chat(exchange, c);
@@ -219,9 +256,19 @@ impl Gateway {
         validate::completion(&req)?;
         let model = req.model.clone();
         let stream = req.is_stream();
+        let content = exchange.records_content().then(|| Content {
+            input: gen_ai::input_messages(prompt_texts(&req.prompt).map(|t| ("user", t))),
+            output: String::new(),
+        });
         exchange.update(|r| {
             r.model = Some(model.clone());
             r.stream = stream;
+            r.params = RequestParams {
+                temperature: req.temperature,
+                max_tokens: req.max_tokens.map(u64::from),
+                top_p: req.top_p,
+            };
+            r.content = content;
         });
         if stream {
             let client_wants_usage = req
@@ -230,29 +277,39 @@ impl Gateway {
                 .and_then(|o| o.include_usage)
                 .unwrap_or(false);
             req.stream_options = accounting::with_usage(req.stream_options.take());
-            self.dispatch(&model, exchange, |p: Arc<dyn Provider>, upstream_model| {
-                let mut req = req.clone();
-                req.model = upstream_model;
-                let exchange = exchange.clone();
-                async move {
-                    // Tracked only once committed: an attempt that fails before its first
-                    // chunk is retried, not recorded.
-                    let s = first_chunk_ready(p.completions_stream(req).await?).await?;
-                    Ok(Reply::Stream(accounting::completion_stream(
-                        s,
-                        exchange,
-                        client_wants_usage,
-                    )))
-                }
-            })
+            self.dispatch(
+                &model,
+                TEXT_COMPLETION,
+                exchange,
+                |p: Arc<dyn Provider>, upstream_model| {
+                    let mut req = req.clone();
+                    req.model = upstream_model;
+                    let exchange = exchange.clone();
+                    async move {
+                        // Tracked only once committed: an attempt that fails before its first
+                        // chunk is retried, not recorded.
+                        let s = first_chunk_ready(p.completions_stream(req).await?).await?;
+                        Ok(Reply::Stream(accounting::completion_stream(
+                            s,
+                            exchange,
+                            client_wants_usage,
+                        )))
+                    }
+                },
+            )
             .await
         } else {
             let served = self
-                .dispatch(&model, exchange, |p: Arc<dyn Provider>, upstream_model| {
-                    let mut req = req.clone();
-                    req.model = upstream_model;
-                    async move { p.completions(req).await.map(Reply::Complete) }
-                })
+                .dispatch(
+                    &model,
+                    TEXT_COMPLETION,
+                    exchange,
+                    |p: Arc<dyn Provider>, upstream_model| {
+                        let mut req = req.clone();
+                        req.model = upstream_model;
+                        async move { p.completions(req).await.map(Reply::Complete) }
+                    },
+                )
                 .await?;
             if let Reply::Complete(c) = &served.value {
                 accounting::completion(exchange, c);
@@ -270,11 +327,16 @@ impl Gateway {
         let model = req.model.clone();
         exchange.update(|r| r.model = Some(model.clone()));
         let served = self
-            .dispatch(&model, exchange, |p: Arc<dyn Provider>, upstream_model| {
-                let mut req = req.clone();
-                req.model = upstream_model;
-                async move { p.embeddings(req).await }
-            })
+            .dispatch(
+                &model,
+                EMBEDDINGS,
+                exchange,
+                |p: Arc<dyn Provider>, upstream_model| {
+                    let mut req = req.clone();
+                    req.model = upstream_model;
+                    async move { p.embeddings(req).await }
+                },
+            )
             .await?;
         accounting::embeddings(exchange, &served.value);
         Ok(served)
@@ -285,6 +347,7 @@ impl Gateway {
     async fn dispatch<T, F, Fut>(
         &self,
         model: &str,
+        operation: &'static str,
         exchange: &Exchange,
         call: F,
     ) -> Result<Served<T>, GatewayError>
@@ -300,9 +363,12 @@ impl Gateway {
             std::iter::once(route).chain(route.fallbacks.iter().filter_map(|f| self.routes.get(f)));
         let mut last = None;
         for route in chain {
-            match self.try_route(route, exchange.clock(), &call).await {
-                Ok(served) => {
-                    exchange.update(|r| r.deployment = Some(served.deployment.clone()));
+            match self.try_route(route, operation, exchange, &call).await {
+                Ok((served, kind)) => {
+                    exchange.update(|r| {
+                        r.deployment = Some(served.deployment.clone());
+                        r.provider = Some(kind);
+                    });
                     return Ok(served);
                 }
                 Err(e) if e.should_fall_back() => {
@@ -322,13 +388,15 @@ impl Gateway {
     async fn try_route<T, F, Fut>(
         &self,
         route: &Route,
-        clock: &UpstreamClock,
+        operation: &'static str,
+        exchange: &Exchange,
         call: &F,
-    ) -> Result<Served<T>, ProviderError>
+    ) -> Result<(Served<T>, &'static str), ProviderError>
     where
         F: Fn(Arc<dyn Provider>, String) -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
+        let clock = exchange.clock();
         let mut tried = Vec::new();
         let mut attempt = 0;
         loop {
@@ -336,7 +404,21 @@ impl Gateway {
             let Some(d) = route.deployments.get(index) else {
                 return Err(ProviderError::Connect("route has no deployments".into()));
             };
-            let result = clock.time(call(d.provider.clone(), d.model.clone())).await;
+            let span = exchange.trace().map(|t| {
+                t.upstream(&UpstreamCall {
+                    operation,
+                    provider: d.kind,
+                    deployment: &d.label,
+                    model: &d.model,
+                    attempt,
+                })
+            });
+            let attempt_call = call(d.provider.clone(), d.model.clone());
+            // The attempt's span is current while it runs: providers send it on upstream.
+            let result = match span.as_ref().and_then(UpstreamSpan::context) {
+                Some(cx) => clock.time(attempt_call.with_context(cx.clone())).await,
+                None => clock.time(attempt_call).await,
+            };
             let outcome = match &result {
                 Ok(_) => "ok",
                 Err(e) if e.is_retryable() => "retryable_error",
@@ -347,13 +429,20 @@ impl Gateway {
             .increment(1);
             let err = match result {
                 Ok(value) => {
-                    return Ok(Served {
+                    if let Some(span) = span {
+                        span.succeeded(exchange, exchange.snapshot().stream);
+                    }
+                    let served = Served {
                         value,
                         deployment: d.label.clone(),
-                    });
+                    };
+                    return Ok((served, d.kind));
                 }
                 Err(e) => e,
             };
+            if let Some(span) = span {
+                span.failed(&err.error_type(), err.to_string());
+            }
             if !err.is_retryable() || attempt >= route.retry.max_retries {
                 return Err(err);
             }
@@ -367,6 +456,27 @@ impl Gateway {
             clock.time(tokio::time::sleep(wait)).await;
         }
     }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::System => "system",
+        Role::Developer => "developer",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+        Role::Function => "function",
+    }
+}
+
+/// The text prompts of a legacy completion (token prompts have no text to record).
+fn prompt_texts(prompt: &Prompt) -> impl Iterator<Item = String> + '_ {
+    let texts: &[String] = match prompt {
+        Prompt::Text(t) => std::slice::from_ref(t),
+        Prompt::Texts(v) => v,
+        Prompt::Tokens(_) | Prompt::TokenLists(_) => &[],
+    };
+    texts.iter().cloned()
 }
 
 fn model_entry(route: &Route) -> Model {

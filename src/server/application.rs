@@ -18,7 +18,7 @@ use crate::gateway::Gateway;
 use crate::limits::{Accounting, ApiKeyHash, ApiKeys, PerIp, Prices, VirtualKeys};
 use crate::prompts::Registry;
 use crate::store::Store;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, Tracing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -46,6 +46,7 @@ pub struct Application {
     ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
     grace: Duration,
+    tracing: Tracing,
 }
 
 impl Application {
@@ -87,6 +88,8 @@ impl Application {
             models: config.engine.models_dir.clone(),
             hf_cache: config.engine.hf_cache_dir.clone(),
         };
+        // Before the models: a bad tracing setting should fail at once, not after a load.
+        let tracing = Tracing::start(&config.telemetry.otlp, &config.origin)?;
         let local = LocalModels::load(&config, &dirs).await?;
         let gateway = Gateway::new(&config, &local)?;
 
@@ -127,6 +130,7 @@ impl Application {
             registry,
             ready: ready.clone(),
             metrics: Metrics::global(),
+            tracing: tracing.clone(),
         };
         Ok(Application {
             listener,
@@ -135,6 +139,7 @@ impl Application {
             ready,
             shutdown,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
+            tracing,
         })
     }
 
@@ -168,7 +173,7 @@ impl Application {
         });
         let token = self.shutdown.clone();
         let grace = self.grace;
-        tokio::select! {
+        let result = tokio::select! {
             result = serve.into_future() => {
                 tracing::info!("shutdown complete");
                 result
@@ -177,7 +182,10 @@ impl Application {
                 tracing::warn!(grace_secs = grace.as_secs(), "grace period over: closing remaining connections");
                 Ok(())
             }
-        }
+        };
+        // The spans of the last requests, drained above, leave before the process does.
+        self.tracing.shutdown().await;
+        result
     }
 }
 

@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post, put};
 
 pub use application::{Application, StartError};
@@ -37,7 +37,7 @@ pub use openapi::ApiDoc;
 use crate::gateway::Gateway;
 use crate::limits::{ApiKeys, PerIp, VirtualKeys};
 use crate::prompts::Registry;
-use crate::telemetry::Metrics;
+use crate::telemetry::{Metrics, Tracing};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -54,6 +54,8 @@ pub struct AppState {
     /// False once shutdown has begun.
     pub ready: Arc<AtomicBool>,
     pub metrics: Metrics,
+    /// Request spans, when OTLP export is on.
+    pub tracing: Tracing,
 }
 
 /// The route table.
@@ -100,7 +102,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(from_fn(observe::observe))
+        .layer(from_fn_with_state(state.tracing.clone(), observe::observe))
         .with_state(state)
 }
 

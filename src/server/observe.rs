@@ -9,23 +9,24 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Body as _;
 
 use super::error::ErrorDetail;
-use crate::telemetry::{Ending, Exchange, names};
+use crate::telemetry::{Ending, Exchange, Tracing, names};
 
 pub const OVERHEAD_HEADER: &str = "x-pasarela-overhead-ms";
 
-pub async fn observe(mut req: Request, next: Next) -> Response {
+pub async fn observe(State(tracing): State<Tracing>, mut req: Request, next: Next) -> Response {
     let endpoint = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let exchange = Exchange::new(endpoint.clone());
+    let trace = tracing.begin_request(req.method().as_str(), &endpoint, req.headers());
+    let exchange = Exchange::traced(endpoint.clone(), trace);
     req.extensions_mut().insert(exchange.clone());
 
     let mut resp = next.run(req).await;
@@ -46,10 +47,14 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         "status" => status.as_u16().to_string())
     .increment(1);
     if let Some(ErrorDetail(detail)) = resp.extensions().get::<ErrorDetail>() {
+        // The trace id lets a log line be found in the tracing backend.
+        let trace_id = exchange.trace().map(|t| t.trace_id());
         if status.is_server_error() {
-            tracing::warn!(%endpoint, status = status.as_u16(), error = %detail, "request failed");
+            tracing::warn!(%endpoint, status = status.as_u16(), error = %detail, trace_id,
+                "request failed");
         } else {
-            tracing::debug!(%endpoint, status = status.as_u16(), error = %detail, "request rejected");
+            tracing::debug!(%endpoint, status = status.as_u16(), error = %detail, trace_id,
+                "request rejected");
         }
     }
     resp.map(|body| Body::new(Finishing { body, exchange }))

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::UpstreamClock;
+use super::request_trace::RequestTrace;
 
 /// Input and output tokens of one request, as the model counted them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,6 +42,23 @@ pub struct KeyRef {
     pub name: String,
 }
 
+/// The sampling parameters a generation request set (as the client sent them).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RequestParams {
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u64>,
+    pub top_p: Option<f64>,
+}
+
+/// Prompt and completion text, kept only when content recording is on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Content {
+    /// The input messages, as `gen_ai.input.messages` JSON.
+    pub input: String,
+    /// The generated text so far.
+    pub output: String,
+}
+
 /// What is known about a request. Fields stay `None` where they do not apply (an embeddings
 /// request has no finish reason) or never became known (a refused request has no deployment).
 #[derive(Debug, Clone, Default)]
@@ -53,6 +71,10 @@ pub struct Record {
     pub model: Option<String>,
     /// `provider/model` of the deployment that answered.
     pub deployment: Option<String>,
+    /// The kind of upstream that answered, as `gen_ai.provider.name` (`openai`, `anthropic`,
+    /// `pasarela.local`).
+    pub provider: Option<&'static str>,
+    pub params: RequestParams,
     /// The model the answer says produced it.
     pub response_model: Option<String>,
     pub stream: bool,
@@ -65,6 +87,8 @@ pub struct Record {
     /// The registry prompt and version a chat request used.
     pub prompt: Option<(String, i64)>,
     pub ending: Ending,
+    /// Set only when the request's trace records content.
+    pub content: Option<Content>,
 }
 
 type Hook = Box<dyn FnOnce(&Record) + Send>;
@@ -73,15 +97,22 @@ type Hook = Box<dyn FnOnce(&Record) + Send>;
 pub struct Exchange {
     started: Instant,
     clock: UpstreamClock,
+    /// The request's span, when tracing is on; ended with the final record.
+    trace: Option<RequestTrace>,
     record: Mutex<Record>,
     hooks: Mutex<Option<Vec<Hook>>>,
 }
 
 impl Exchange {
     pub fn new(endpoint: impl Into<String>) -> Arc<Exchange> {
+        Exchange::traced(endpoint, None)
+    }
+
+    pub fn traced(endpoint: impl Into<String>, trace: Option<RequestTrace>) -> Arc<Exchange> {
         Arc::new(Exchange {
             started: Instant::now(),
             clock: UpstreamClock::default(),
+            trace,
             record: Mutex::new(Record {
                 endpoint: endpoint.into(),
                 ..Record::default()
@@ -97,6 +128,18 @@ impl Exchange {
 
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// The request's trace, when tracing is on.
+    pub fn trace(&self) -> Option<&RequestTrace> {
+        self.trace.as_ref()
+    }
+
+    /// Whether prompt and completion text should be kept in the record.
+    pub fn records_content(&self) -> bool {
+        self.trace
+            .as_ref()
+            .is_some_and(RequestTrace::records_content)
     }
 
     /// Changes the record. A hook that panicked while holding the lock leaves the record
@@ -151,6 +194,9 @@ impl Exchange {
         };
         for hook in hooks {
             hook(&record);
+        }
+        if let Some(trace) = &self.trace {
+            trace.end(&record);
         }
     }
 

@@ -1,12 +1,20 @@
-//! Observability: structured logs (tracing), Prometheus metrics, and the accounting of how much
-//! of a request's time the gateway itself spent (its overhead) versus waiting on upstreams.
+//! Observability: structured logs (tracing), Prometheus metrics, request spans exported over
+//! OTLP with the GenAI semantic conventions, and the accounting of how much of a request's
+//! time the gateway itself spent (its overhead) versus waiting on upstreams.
 
 mod exchange;
+pub mod gen_ai;
 mod logs;
 mod metrics;
 mod overhead;
+mod request_trace;
+mod tracing_export;
 
-pub use exchange::{Ending, Exchange, KeyRef, Record, TokenCounts};
+pub use exchange::{Content, Ending, Exchange, KeyRef, Record, RequestParams, TokenCounts};
 pub use logs::init_logging;
 pub use metrics::{Metrics, names};
 pub use overhead::UpstreamClock;
+pub use request_trace::{
+    EngineSpans, RequestTrace, UpstreamCall, UpstreamSpan, propagation_headers,
+};
+pub use tracing_export::{OtlpSettings, Tracing};

@@ -5,11 +5,13 @@
 mod anthropic_upstream;
 mod helpers;
 mod openai_upstream;
+mod otlp_receiver;
 
 mod anthropic;
 mod chat;
 mod errors;
 mod keys;
+mod otel;
 mod prompts;
 mod routing;
 mod sdk;
