@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use crate::anthropic_upstream::{self, AnthropicUpstream};
 use crate::helpers::{TestApp, one_route, user_message};
 use crate::openai_upstream::{OpenAiUpstream, Reply};
 use crate::otlp_receiver::{OtlpReceiver, ReceivedSpan};
@@ -179,4 +180,53 @@ async fn without_otlp_settings_nothing_is_traced_or_sent_upstream() {
     let (_, headers, _) = upstream.last();
     assert!(headers.get("traceparent").is_none());
     app.stop().await;
+}
+
+#[tokio::test]
+async fn an_anthropic_call_carries_the_attempts_traceparent() {
+    let key_var = "PASARELA_TEST_OTEL_ANTHROPIC_KEY";
+    // SAFETY: the name is unique to this test and set before the gateway reads it; std
+    // serialises its own environment access.
+    unsafe { std::env::set_var(key_var, "sk-ant-otel") };
+    let receiver = OtlpReceiver::http().await;
+    let upstream = AnthropicUpstream::start(anthropic_upstream::Reply::text("Hi")).await;
+    let config = format!(
+        r#"
+[providers.claude]
+kind = "anthropic"
+base_url = "{base_url}"
+api_key_env = "{key_var}"
+
+[routes.claude-test]
+deployments = [{{ provider = "claude", model = "{model}" }}]
+
+[telemetry.otlp]
+endpoint = "{endpoint}/v1/traces"
+"#,
+        base_url = upstream.base_url(),
+        model = anthropic_upstream::MODEL,
+        endpoint = receiver.endpoint(),
+    );
+    let app = TestApp::spawn(&config).await;
+    let resp = app
+        .client
+        .post(app.url("/v1/chat/completions"))
+        .header("traceparent", format!("00-{TRACE_ID}-{CLIENT_SPAN}-01"))
+        .json(&user_message("claude-test", "hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    app.stop().await;
+    let spans = receiver.wait_for(2, Duration::from_secs(10)).await;
+    let request = one(&spans, "chat claude-test");
+    assert_eq!(request.str("gen_ai.provider.name"), Some("anthropic"));
+    assert_eq!(request.parent_span_id, CLIENT_SPAN);
+    let call = one(&spans, &format!("chat {}", anthropic_upstream::MODEL));
+    assert_eq!(call.parent_span_id, request.span_id);
+    let (_, headers, _) = upstream.last();
+    assert_eq!(
+        headers["traceparent"].to_str().unwrap(),
+        format!("00-{TRACE_ID}-{}-01", call.span_id)
+    );
 }
