@@ -252,27 +252,41 @@ impl EngineSpans {
 
 impl Drop for EngineSpans {
     /// Emits the phases that happened; the one running when the generation ended (finished,
-    /// failed or abandoned) ends now.
+    /// failed or abandoned) ends now, with the failure if there was one.
     fn drop(&mut self) {
         let now = SystemTime::now();
-        let admitted = self.admitted.unwrap_or(now);
-        self.span("engine.queue", self.submitted, admitted, Vec::new());
-        let Some(start) = self.admitted else { return };
-        let prefilled = self.prefilled.unwrap_or(now);
-        let mut attrs = Vec::new();
-        if let Some(n) = self.prompt_tokens {
-            attrs.push(KeyValue::new(attr::ENGINE_PROMPT_TOKENS, n as i64));
+        let mut phases: Vec<(&'static str, SystemTime, SystemTime, Vec<KeyValue>)> = Vec::new();
+        phases.push((
+            "engine.queue",
+            self.submitted,
+            self.admitted.unwrap_or(now),
+            Vec::new(),
+        ));
+        if let Some(admitted) = self.admitted {
+            let mut attrs = Vec::new();
+            if let Some(n) = self.prompt_tokens {
+                attrs.push(KeyValue::new(attr::ENGINE_PROMPT_TOKENS, n as i64));
+            }
+            phases.push((
+                "engine.prefill",
+                admitted,
+                self.prefilled.unwrap_or(now),
+                attrs,
+            ));
         }
-        self.span("engine.prefill", start, prefilled, attrs);
-        let Some(start) = self.prefilled else { return };
-        let mut attrs = Vec::new();
-        if let Some(n) = self.output_tokens {
-            attrs.push(KeyValue::new(attr::ENGINE_OUTPUT_TOKENS, n as i64));
+        if let Some(prefilled) = self.prefilled {
+            let mut attrs = Vec::new();
+            if let Some(n) = self.output_tokens {
+                attrs.push(KeyValue::new(attr::ENGINE_OUTPUT_TOKENS, n as i64));
+            }
+            phases.push(("engine.decode", prefilled, now, attrs));
         }
-        if let Some(e) = &self.error {
-            attrs.push(KeyValue::new(attr::ERROR_TYPE, "engine_error"));
-            attrs.push(KeyValue::new("error.message", e.clone()));
+        if let (Some(e), Some(last)) = (&self.error, phases.last_mut()) {
+            last.3.push(KeyValue::new(attr::ERROR_TYPE, "engine_error"));
+            last.3.push(KeyValue::new("error.message", e.clone()));
         }
-        self.span("engine.decode", start, now, attrs);
+        for (name, from, to, attrs) in phases {
+            self.span(name, from, to, attrs);
+        }
     }
 }
