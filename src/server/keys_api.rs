@@ -54,6 +54,10 @@ pub struct CreateKeyRequest {
     pub budget: Option<f64>,
     /// `day`, `week` or `month`; required with `budget`.
     pub budget_period: Option<String>,
+    /// Record the prompt and completion text of this key's requests on their trace spans
+    /// (when OTLP export is on), whatever `telemetry.otlp.record_content` says.
+    #[serde(default)]
+    pub record_content: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -68,6 +72,7 @@ pub struct KeyInfo {
     pub max_concurrent: Option<u32>,
     pub budget: Option<f64>,
     pub budget_period: Option<String>,
+    pub record_content: bool,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
@@ -87,6 +92,7 @@ impl From<&VirtualKey> for KeyInfo {
             )]
             budget: k.budget.map(|b| b.micro_usd as f64 / 1e6),
             budget_period: k.budget.map(|b| b.period.as_str().to_owned()),
+            record_content: k.record_content,
             created_at: k.created_at,
             revoked_at: k.revoked_at,
         }
@@ -141,6 +147,7 @@ pub async fn create(
             tpm: req.tpm,
             max_concurrent: req.max_concurrent,
             budget,
+            record_content: req.record_content,
         })
         .await?;
     let body = CreatedKeyResponse {

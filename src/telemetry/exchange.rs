@@ -8,6 +8,7 @@
 //! A response is over when its body has been sent to the end, or dropped (the client went
 //! away): for a stream, that is long after the handler returned.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -99,6 +100,8 @@ pub struct Exchange {
     clock: UpstreamClock,
     /// The request's span, when tracing is on; ended with the final record.
     trace: Option<RequestTrace>,
+    /// The calling key asks for its requests' text on spans.
+    key_records_content: AtomicBool,
     record: Mutex<Record>,
     hooks: Mutex<Option<Vec<Hook>>>,
 }
@@ -113,6 +116,7 @@ impl Exchange {
             started: Instant::now(),
             clock: UpstreamClock::default(),
             trace,
+            key_records_content: AtomicBool::new(false),
             record: Mutex::new(Record {
                 endpoint: endpoint.into(),
                 ..Record::default()
@@ -135,11 +139,17 @@ impl Exchange {
         self.trace.as_ref()
     }
 
-    /// Whether prompt and completion text should be kept in the record.
+    /// Whether prompt and completion text should be kept in the record: only for a traced
+    /// request, when recording is on for every request or for the calling key.
     pub fn records_content(&self) -> bool {
-        self.trace
-            .as_ref()
-            .is_some_and(RequestTrace::records_content)
+        self.trace.as_ref().is_some_and(|t| {
+            t.records_content() || self.key_records_content.load(Ordering::Relaxed)
+        })
+    }
+
+    /// The calling key wants its requests' text on spans.
+    pub fn record_content_for_key(&self) {
+        self.key_records_content.store(true, Ordering::Relaxed);
     }
 
     /// Changes the record. A hook that panicked while holding the lock leaves the record

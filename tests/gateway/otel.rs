@@ -230,3 +230,67 @@ endpoint = "{endpoint}/v1/traces"
         format!("00-{TRACE_ID}-{}-01", call.span_id)
     );
 }
+
+#[tokio::test]
+async fn a_key_that_asks_for_content_gets_it_recorded_while_others_do_not() {
+    const ADMIN: &str = "sk-admin-otel";
+    let receiver = OtlpReceiver::http().await;
+    let upstream = OpenAiUpstream::start(Reply::Chat("Bonjour".into())).await;
+    let extra = format!(
+        "[auth]\nadmin_key_hashes = [\"{}\"]\n\n[telemetry.otlp]\nendpoint = \"{}\"\n",
+        pasarela::limits::ApiKeyHash::of(ADMIN),
+        receiver.endpoint()
+    );
+    let app = TestApp::spawn(&one_route(&upstream.base_url(), &extra)).await;
+    let mut keys = Vec::new();
+    for (name, record) in [("recorded", true), ("private", false)] {
+        let resp = app
+            .client
+            .post(app.url("/api/keys"))
+            .bearer_auth(ADMIN)
+            .json(&json!({"name": name, "record_content": record}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let created: serde_json::Value = resp.json().await.unwrap();
+        assert_eq!(created["record_content"], record);
+        keys.push(created["key"].as_str().unwrap().to_owned());
+    }
+    for key in &keys {
+        let resp = app
+            .client
+            .post(app.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&user_message("gpt-test", "Say hello"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.text().await.unwrap();
+    }
+    app.stop().await;
+    let spans = receiver.wait_for(4, Duration::from_secs(10)).await;
+    let by_key = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == "chat gpt-test" && s.str("pasarela.key.name") == Some(name))
+            .unwrap_or_else(|| panic!("no span for key {name} in {spans:#?}"))
+    };
+    let recorded = by_key("recorded");
+    assert!(
+        recorded
+            .str("gen_ai.input.messages")
+            .unwrap()
+            .contains("Say hello")
+    );
+    assert!(
+        recorded
+            .str("gen_ai.output.messages")
+            .unwrap()
+            .contains("Bonjour")
+    );
+    let private = by_key("private");
+    assert!(private.attr("gen_ai.input.messages").is_none());
+    assert!(private.attr("gen_ai.output.messages").is_none());
+}
