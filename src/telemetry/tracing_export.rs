@@ -42,6 +42,11 @@ const ENV_ORIGIN: &str = "environment";
 const MAX_QUEUE: usize = 16_384;
 /// How long a finished span waits for its batch at most (the SDK's default is 5 s).
 const EXPORT_DELAY: Duration = Duration::from_secs(1);
+/// One HTTP export's limit when none is configured: OTLP's default.
+const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Endpoints not traced: probes and scrapes arrive every few seconds and would bury the
+/// requests worth seeing.
+const UNTRACED: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// The resolved settings of an enabled exporter.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,8 +78,8 @@ impl OtlpSettings {
         {
             return Ok(None);
         }
-        let invalid = |origin: &str, key: &str, reason: String| ConfigError::Invalid {
-            origin: origin.to_owned(),
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            origin: ENV_ORIGIN.to_owned(),
             key: key.to_owned(),
             reason,
         };
@@ -87,7 +92,6 @@ impl OtlpSettings {
                 None => OtlpProtocol::HttpProtobuf,
                 Some((name, value)) => OtlpProtocol::parse(&value).ok_or_else(|| {
                     invalid(
-                        ENV_ORIGIN,
                         name,
                         format!("`{value}`: expected `grpc` or `http/protobuf`"),
                     )
@@ -98,13 +102,12 @@ impl OtlpSettings {
         let (endpoint, is_base) = match (&config.endpoint, var(env::TRACES_ENDPOINT)) {
             (Some(e), _) => (e.clone(), true),
             (None, Some(e)) => {
-                check_otlp_endpoint(&e)
-                    .map_err(|r| invalid(ENV_ORIGIN, env::TRACES_ENDPOINT, r))?;
+                check_otlp_endpoint(&e).map_err(|r| invalid(env::TRACES_ENDPOINT, r))?;
                 (e, false)
             }
             (None, None) => match var(env::ENDPOINT) {
                 Some(e) => {
-                    check_otlp_endpoint(&e).map_err(|r| invalid(ENV_ORIGIN, env::ENDPOINT, r))?;
+                    check_otlp_endpoint(&e).map_err(|r| invalid(env::ENDPOINT, r))?;
                     (e, true)
                 }
                 None => return Ok(None),
@@ -207,7 +210,13 @@ impl Tracing {
                 b.build()
             }
             OtlpProtocol::HttpProtobuf => {
-                let client = crate::providers::http_client(Duration::from_secs(5))
+                // A hard cap, so that a collector that never answers cannot hold the export
+                // thread (the exporter's own timeout is not applied to a client it is given).
+                let client = reqwest::Client::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .timeout(settings.timeout.unwrap_or(DEFAULT_EXPORT_TIMEOUT))
+                    .user_agent(concat!("pasarela/", env!("CARGO_PKG_VERSION")))
+                    .build()
                     .map_err(|e| failed(e.to_string()))?;
                 let mut b = opentelemetry_otlp::SpanExporter::builder()
                     .with_http()
@@ -271,6 +280,9 @@ impl Tracing {
         headers: &axum::http::HeaderMap,
     ) -> Option<RequestTrace> {
         let inner = self.inner.as_ref()?;
+        if UNTRACED.contains(&endpoint) {
+            return None;
+        }
         Some(RequestTrace::begin(
             &inner.tracer,
             inner.record_content,
