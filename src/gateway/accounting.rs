@@ -10,11 +10,13 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 
-use crate::openai::chat::{ChatCompletion, ChatCompletionChunk, StreamOptions, Usage};
-use crate::openai::completions::Completion;
+use crate::openai::chat::{
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Role, StreamOptions, Usage,
+};
+use crate::openai::completions::{Completion, CompletionRequest, Prompt};
 use crate::openai::embeddings::EmbeddingResponse;
 use crate::providers::{ChatStream, CompletionStream, ProviderError};
-use crate::telemetry::{Ending, Exchange, TokenCounts};
+use crate::telemetry::{Content, Ending, Exchange, RequestParams, TokenCounts, gen_ai};
 
 /// `stream_options` that ask for usage, keeping whatever else the client set.
 pub(super) fn with_usage(options: Option<StreamOptions>) -> Option<StreamOptions> {
@@ -28,6 +30,69 @@ fn counts(usage: &Usage) -> TokenCounts {
         input: usage.prompt_tokens,
         output: usage.completion_tokens,
     }
+}
+
+/// What a chat request tells: the model asked for, whether it streams, its sampling
+/// parameters, and its messages when the request's content is recorded.
+pub(super) fn chat_request(exchange: &Exchange, req: &ChatCompletionRequest) {
+    let content = exchange.records_content().then(|| Content {
+        input: gen_ai::input_messages(req.messages.iter().map(|m| {
+            (
+                role_name(m.role),
+                m.content.as_ref().map(|c| c.text()).unwrap_or_default(),
+            )
+        })),
+        output: String::new(),
+    });
+    exchange.update(|r| {
+        r.model = Some(req.model.clone());
+        r.stream = req.is_stream();
+        r.params = RequestParams {
+            temperature: req.temperature,
+            max_tokens: req.max_output_tokens().map(u64::from),
+            top_p: req.top_p,
+        };
+        r.content = content;
+    });
+}
+
+/// The same for a legacy completion; its prompts count as user messages.
+pub(super) fn completion_request(exchange: &Exchange, req: &CompletionRequest) {
+    let content = exchange.records_content().then(|| Content {
+        input: gen_ai::input_messages(prompt_texts(&req.prompt).map(|t| ("user", t))),
+        output: String::new(),
+    });
+    exchange.update(|r| {
+        r.model = Some(req.model.clone());
+        r.stream = req.is_stream();
+        r.params = RequestParams {
+            temperature: req.temperature,
+            max_tokens: req.max_tokens.map(u64::from),
+            top_p: req.top_p,
+        };
+        r.content = content;
+    });
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::System => "system",
+        Role::Developer => "developer",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+        Role::Function => "function",
+    }
+}
+
+/// The text prompts of a legacy completion (token prompts have no text to record).
+fn prompt_texts(prompt: &Prompt) -> impl Iterator<Item = String> + '_ {
+    let texts: &[String] = match prompt {
+        Prompt::Text(t) => std::slice::from_ref(t),
+        Prompt::Texts(v) => v,
+        Prompt::Tokens(_) | Prompt::TokenLists(_) => &[],
+    };
+    texts.iter().cloned()
 }
 
 pub(super) fn chat(exchange: &Exchange, reply: &ChatCompletion) {

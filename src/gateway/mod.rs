@@ -24,23 +24,14 @@ pub use route::{Deployment, Route};
 use crate::config::{Config, ConfigError};
 use crate::engine::local_models::{LocalModel, LocalModels};
 use crate::openai::Extra;
-use crate::openai::chat::Role;
 use crate::openai::chat::{ChatCompletion, ChatCompletionRequest};
-use crate::openai::completions::Prompt;
 use crate::openai::completions::{Completion, CompletionRequest};
 use crate::openai::embeddings::{EmbeddingRequest, EmbeddingResponse};
 use crate::openai::models::Model;
 use crate::providers::local::{LocalChat, LocalEmbedding};
 use crate::providers::{self, ChatStream, CompletionStream, Provider, ProviderError};
-use crate::telemetry::{
-    Content, Exchange, RequestParams, UpstreamCall, UpstreamSpan, gen_ai, names,
-};
+use crate::telemetry::{Exchange, UpstreamCall, UpstreamSpan, names};
 use opentelemetry::context::FutureExt as _;
-
-// `gen_ai.operation.name` of each kind of request.
-const CHAT: &str = "chat";
-const TEXT_COMPLETION: &str = "text_completion";
-const EMBEDDINGS: &str = "embeddings";
 
 /// A response or a stream of chunks, as the client asked.
 pub enum Reply<T, S> {
@@ -185,61 +176,33 @@ impl Gateway {
         validate::chat(&req)?;
         let model = req.model.clone();
         let stream = req.is_stream();
-        let content = exchange.records_content().then(|| Content {
-            input: gen_ai::input_messages(req.messages.iter().map(|m| {
-                (
-                    role_name(m.role),
-                    m.content.as_ref().map(|c| c.text()).unwrap_or_default(),
-                )
-            })),
-            output: String::new(),
-        });
-        exchange.update(|r| {
-            r.model = Some(model.clone());
-            r.stream = stream;
-            r.params = RequestParams {
-                temperature: req.temperature,
-                max_tokens: req.max_output_tokens().map(u64::from),
-                top_p: req.top_p,
-            };
-            r.content = content;
-        });
+        accounting::chat_request(exchange, &req);
         if stream {
             let client_wants_usage = req.include_usage();
             req.stream_options = accounting::with_usage(req.stream_options.take());
-            self.dispatch(
-                &model,
-                CHAT,
-                exchange,
-                |p: Arc<dyn Provider>, upstream_model| {
-                    let mut req = req.clone();
-                    req.model = upstream_model;
-                    let exchange = exchange.clone();
-                    async move {
-                        // Tracked only once committed: an attempt that fails before its first
-                        // chunk is retried, not recorded.
-                        let s = first_chunk_ready(p.chat_stream(req).await?).await?;
-                        Ok(Reply::Stream(accounting::chat_stream(
-                            s,
-                            exchange,
-                            client_wants_usage,
-                        )))
-                    }
-                },
-            )
+            self.dispatch(&model, exchange, |p: Arc<dyn Provider>, upstream_model| {
+                let mut req = req.clone();
+                req.model = upstream_model;
+                let exchange = exchange.clone();
+                async move {
+                    // Tracked only once committed: an attempt that fails before its first
+                    // chunk is retried, not recorded.
+                    let s = first_chunk_ready(p.chat_stream(req).await?).await?;
+                    Ok(Reply::Stream(accounting::chat_stream(
+                        s,
+                        exchange,
+                        client_wants_usage,
+                    )))
+                }
+            })
             .await
         } else {
             let served = self
-                .dispatch(
-                    &model,
-                    CHAT,
-                    exchange,
-                    |p: Arc<dyn Provider>, upstream_model| {
-                        let mut req = req.clone();
-                        req.model = upstream_model;
-                        async move { p.chat(req).await.map(Reply::Complete) }
-                    },
-                )
+                .dispatch(&model, exchange, |p: Arc<dyn Provider>, upstream_model| {
+                    let mut req = req.clone();
+                    req.model = upstream_model;
+                    async move { p.chat(req).await.map(Reply::Complete) }
+                })
                 .await?;
             if let Reply::Complete(c) = &served.value {
                 accounting::chat(exchange, c);
@@ -256,20 +219,7 @@ impl Gateway {
         validate::completion(&req)?;
         let model = req.model.clone();
         let stream = req.is_stream();
-        let content = exchange.records_content().then(|| Content {
-            input: gen_ai::input_messages(prompt_texts(&req.prompt).map(|t| ("user", t))),
-            output: String::new(),
-        });
-        exchange.update(|r| {
-            r.model = Some(model.clone());
-            r.stream = stream;
-            r.params = RequestParams {
-                temperature: req.temperature,
-                max_tokens: req.max_tokens.map(u64::from),
-                top_p: req.top_p,
-            };
-            r.content = content;
-        });
+        accounting::completion_request(exchange, &req);
         if stream {
             let client_wants_usage = req
                 .stream_options
@@ -277,39 +227,29 @@ impl Gateway {
                 .and_then(|o| o.include_usage)
                 .unwrap_or(false);
             req.stream_options = accounting::with_usage(req.stream_options.take());
-            self.dispatch(
-                &model,
-                TEXT_COMPLETION,
-                exchange,
-                |p: Arc<dyn Provider>, upstream_model| {
-                    let mut req = req.clone();
-                    req.model = upstream_model;
-                    let exchange = exchange.clone();
-                    async move {
-                        // Tracked only once committed: an attempt that fails before its first
-                        // chunk is retried, not recorded.
-                        let s = first_chunk_ready(p.completions_stream(req).await?).await?;
-                        Ok(Reply::Stream(accounting::completion_stream(
-                            s,
-                            exchange,
-                            client_wants_usage,
-                        )))
-                    }
-                },
-            )
+            self.dispatch(&model, exchange, |p: Arc<dyn Provider>, upstream_model| {
+                let mut req = req.clone();
+                req.model = upstream_model;
+                let exchange = exchange.clone();
+                async move {
+                    // Tracked only once committed: an attempt that fails before its first
+                    // chunk is retried, not recorded.
+                    let s = first_chunk_ready(p.completions_stream(req).await?).await?;
+                    Ok(Reply::Stream(accounting::completion_stream(
+                        s,
+                        exchange,
+                        client_wants_usage,
+                    )))
+                }
+            })
             .await
         } else {
             let served = self
-                .dispatch(
-                    &model,
-                    TEXT_COMPLETION,
-                    exchange,
-                    |p: Arc<dyn Provider>, upstream_model| {
-                        let mut req = req.clone();
-                        req.model = upstream_model;
-                        async move { p.completions(req).await.map(Reply::Complete) }
-                    },
-                )
+                .dispatch(&model, exchange, |p: Arc<dyn Provider>, upstream_model| {
+                    let mut req = req.clone();
+                    req.model = upstream_model;
+                    async move { p.completions(req).await.map(Reply::Complete) }
+                })
                 .await?;
             if let Reply::Complete(c) = &served.value {
                 accounting::completion(exchange, c);
@@ -327,16 +267,11 @@ impl Gateway {
         let model = req.model.clone();
         exchange.update(|r| r.model = Some(model.clone()));
         let served = self
-            .dispatch(
-                &model,
-                EMBEDDINGS,
-                exchange,
-                |p: Arc<dyn Provider>, upstream_model| {
-                    let mut req = req.clone();
-                    req.model = upstream_model;
-                    async move { p.embeddings(req).await }
-                },
-            )
+            .dispatch(&model, exchange, |p: Arc<dyn Provider>, upstream_model| {
+                let mut req = req.clone();
+                req.model = upstream_model;
+                async move { p.embeddings(req).await }
+            })
             .await?;
         accounting::embeddings(exchange, &served.value);
         Ok(served)
@@ -347,7 +282,6 @@ impl Gateway {
     async fn dispatch<T, F, Fut>(
         &self,
         model: &str,
-        operation: &'static str,
         exchange: &Exchange,
         call: F,
     ) -> Result<Served<T>, GatewayError>
@@ -363,7 +297,7 @@ impl Gateway {
             std::iter::once(route).chain(route.fallbacks.iter().filter_map(|f| self.routes.get(f)));
         let mut last = None;
         for route in chain {
-            match self.try_route(route, operation, exchange, &call).await {
+            match self.try_route(route, exchange, &call).await {
                 Ok((served, kind)) => {
                     exchange.update(|r| {
                         r.deployment = Some(served.deployment.clone());
@@ -388,7 +322,6 @@ impl Gateway {
     async fn try_route<T, F, Fut>(
         &self,
         route: &Route,
-        operation: &'static str,
         exchange: &Exchange,
         call: &F,
     ) -> Result<(Served<T>, &'static str), ProviderError>
@@ -406,7 +339,6 @@ impl Gateway {
             };
             let span = exchange.trace().map(|t| {
                 t.upstream(&UpstreamCall {
-                    operation,
                     provider: d.kind,
                     deployment: &d.label,
                     model: &d.model,
@@ -456,27 +388,6 @@ impl Gateway {
             clock.time(tokio::time::sleep(wait)).await;
         }
     }
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::System => "system",
-        Role::Developer => "developer",
-        Role::User => "user",
-        Role::Assistant => "assistant",
-        Role::Tool => "tool",
-        Role::Function => "function",
-    }
-}
-
-/// The text prompts of a legacy completion (token prompts have no text to record).
-fn prompt_texts(prompt: &Prompt) -> impl Iterator<Item = String> + '_ {
-    let texts: &[String] = match prompt {
-        Prompt::Text(t) => std::slice::from_ref(t),
-        Prompt::Texts(v) => v,
-        Prompt::Tokens(_) | Prompt::TokenLists(_) => &[],
-    };
-    texts.iter().cloned()
 }
 
 fn model_entry(route: &Route) -> Model {

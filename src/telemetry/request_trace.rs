@@ -23,6 +23,8 @@ struct TracerValue(SdkTracer);
 
 pub struct RequestTrace {
     cx: Context,
+    /// The endpoint's `gen_ai.operation.name`, for the spans of its upstream calls.
+    operation: &'static str,
     record_content: bool,
 }
 
@@ -56,6 +58,7 @@ impl RequestTrace {
             .start_with_context(tracer, &parent);
         RequestTrace {
             cx: parent.with_span(span),
+            operation: gen_ai::operation(endpoint).unwrap_or("unknown"),
             record_content,
         }
     }
@@ -97,10 +100,10 @@ impl RequestTrace {
             SpanKind::Client
         };
         let span = tracer
-            .span_builder(gen_ai::span_name(call.operation, Some(call.model)))
+            .span_builder(gen_ai::span_name(self.operation, Some(call.model)))
             .with_kind(kind)
             .with_attributes([
-                KeyValue::new(attr::OPERATION_NAME, call.operation),
+                KeyValue::new(attr::OPERATION_NAME, self.operation),
                 KeyValue::new(attr::PROVIDER_NAME, call.provider),
                 KeyValue::new(attr::REQUEST_MODEL, call.model.to_owned()),
                 KeyValue::new(attr::DEPLOYMENT, call.deployment.to_owned()),
@@ -115,7 +118,6 @@ impl RequestTrace {
 
 /// What an upstream attempt's span is named and labelled with.
 pub struct UpstreamCall<'a> {
-    pub operation: &'static str,
     pub provider: &'static str,
     pub deployment: &'a str,
     /// The upstream's model name.
