@@ -7,6 +7,9 @@
 //! gateway. It must not grow logic beyond answering; anything that costs time here blurs the
 //! gateway overhead the benchmark reports.
 //!
+//! It also takes OTLP/HTTP span exports (`POST /v1/traces`) and drops them, so that a benchmark
+//! run with tracing on has a local collector without one more process.
+//!
 //! Usage: `bench_upstream <port>` (listens on 127.0.0.1).
 
 use std::net::SocketAddr;
@@ -34,6 +37,11 @@ async fn chat_completions() -> impl IntoResponse {
     )
 }
 
+/// Accepts an export without decoding it: an empty `ExportTraceServiceResponse` is zero bytes.
+async fn traces() -> impl IntoResponse {
+    [(header::CONTENT_TYPE, "application/x-protobuf")]
+}
+
 fn main() -> anyhow::Result<()> {
     let port: u16 = std::env::args()
         .nth(1)
@@ -49,7 +57,9 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
-        let app = Router::new().route("/v1/chat/completions", post(chat_completions));
+        let app = Router::new()
+            .route("/v1/chat/completions", post(chat_completions))
+            .route("/v1/traces", post(traces));
         axum::serve(listener, app).await.context("serving")
     })
 }
