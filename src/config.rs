@@ -67,6 +67,9 @@ pub struct Config {
     /// spend and budgets. Local models cost nothing unless priced here.
     #[serde(default)]
     pub prices: BTreeMap<String, crate::limits::Price>,
+    /// What is kept of each API request, and for how long.
+    #[serde(default)]
+    pub request_log: RequestLogConfig,
     /// Where the configuration came from, for error messages.
     #[serde(skip)]
     pub origin: String,
@@ -250,6 +253,24 @@ pub struct LimitsConfig {
     /// Requests per minute per client IP address for callers without a key (the gateway open
     /// on loopback); none when unset.
     pub per_ip_rpm: Option<u32>,
+    /// `redis://HOST:PORT[/DB]` or `rediss://…` (TLS): virtual keys' request and token rates
+    /// are then shared by every replica using it. `PASARELA_REDIS_URL` overrides it, and only
+    /// that variable may carry a password.
+    pub redis_url: Option<SecretString>,
+    /// Starts the name of every Redis key the gateway writes, so that several deployments can
+    /// share one Redis.
+    pub redis_prefix: String,
+    /// How long a rate check waits for Redis before it is counted on this replica instead.
+    pub redis_timeout_ms: u64,
+}
+
+impl LimitsConfig {
+    /// The environment variable that overrides `limits.redis_url`.
+    pub const REDIS_URL_ENV: &str = "PASARELA_REDIS_URL";
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
 }
 
 impl Default for LimitsConfig {
@@ -257,6 +278,68 @@ impl Default for LimitsConfig {
         LimitsConfig {
             default_output_tokens: 256,
             per_ip_rpm: None,
+            redis_url: None,
+            redis_prefix: "pasarela".into(),
+            // Far above a round trip inside a data centre (well under a millisecond), far below
+            // what a client would notice.
+            redis_timeout_ms: 100,
+        }
+    }
+}
+
+/// The request log: a row per `/v1` request (metadata), with its bodies at a sampled rate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestLogConfig {
+    pub enabled: bool,
+    /// Share of requests whose metadata is logged, 0.0 to 1.0.
+    pub metadata_sample_rate: f64,
+    /// Share of requests whose bodies are logged too, 0.0 to 1.0.
+    pub body_sample_rate: f64,
+    /// Rates by endpoint (`/v1/chat/completions`), over the defaults above.
+    pub routes: BTreeMap<String, SampleRates>,
+    /// Rates by virtual key name, over the endpoint's and the defaults.
+    pub keys: BTreeMap<String, SampleRates>,
+    /// Entries waiting to be written; beyond that, new ones are dropped (and counted).
+    pub buffer: usize,
+    /// Most rows written in one transaction.
+    pub batch: usize,
+    /// Rows older than this are deleted; 0 keeps them forever.
+    pub retention_days: u32,
+    /// How often old rows are looked for.
+    pub prune_interval_secs: u64,
+    /// JSON keys whose values are replaced in stored bodies, beside the built-in ones
+    /// (case-insensitive).
+    pub redact_keys: Vec<String>,
+    /// Regular expressions whose matches are replaced in stored bodies, beside the built-in
+    /// API-key patterns.
+    pub redact_patterns: Vec<String>,
+}
+
+/// Sample rates that override the defaults for one endpoint or key; unset ones inherit.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleRates {
+    #[serde(default)]
+    pub metadata_sample_rate: Option<f64>,
+    #[serde(default)]
+    pub body_sample_rate: Option<f64>,
+}
+
+impl Default for RequestLogConfig {
+    fn default() -> Self {
+        RequestLogConfig {
+            enabled: true,
+            metadata_sample_rate: 1.0,
+            body_sample_rate: 0.0,
+            routes: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            buffer: 10_000,
+            batch: 500,
+            retention_days: 30,
+            prune_interval_secs: 3600,
+            redact_keys: Vec::new(),
+            redact_patterns: Vec::new(),
         }
     }
 }
@@ -579,6 +662,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_request_log()?;
         if self.prompts.refresh_interval_ms == 0 {
             return Err(self.invalid("prompts.refresh_interval_ms", "must be greater than 0"));
         }
@@ -586,6 +670,30 @@ impl Config {
             if let Err(e) = crate::prompts::Label::parse(label) {
                 return Err(self.invalid("prompts.protected_labels", e.to_string()));
             }
+        }
+        if let Some(url) = &self.limits.redis_url {
+            if let Err(reason) = check_redis_url(url.expose_secret()) {
+                return Err(self.invalid("limits.redis_url", reason));
+            }
+            if url_has_password(url.expose_secret()) {
+                return Err(self.invalid(
+                    "limits.redis_url",
+                    format!(
+                        "the config file must not hold a password: set {} instead",
+                        LimitsConfig::REDIS_URL_ENV
+                    ),
+                ));
+            }
+        }
+        let prefix = &self.limits.redis_prefix;
+        if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(self.invalid(
+                "limits.redis_prefix",
+                "must be a non-empty name without spaces",
+            ));
+        }
+        if self.limits.redis_timeout_ms == 0 {
+            return Err(self.invalid("limits.redis_timeout_ms", "must be greater than 0"));
         }
         if let Some(url) = &self.store.database_url {
             if let Err(reason) = check_database_url(url.expose_secret()) {
@@ -692,6 +800,56 @@ impl Config {
         Ok(())
     }
 
+    fn validate_request_log(&self) -> Result<(), ConfigError> {
+        let log = &self.request_log;
+        let rate_ok = |r: f64| (0.0..=1.0).contains(&r);
+        let mut rates = vec![
+            (
+                "request_log.metadata_sample_rate".to_owned(),
+                log.metadata_sample_rate,
+            ),
+            (
+                "request_log.body_sample_rate".to_owned(),
+                log.body_sample_rate,
+            ),
+        ];
+        for (scope, table) in [("routes", &log.routes), ("keys", &log.keys)] {
+            for (name, r) in table {
+                let key = format!("request_log.{scope}.{name}");
+                rates.extend(
+                    r.metadata_sample_rate
+                        .map(|v| (format!("{key}.metadata_sample_rate"), v)),
+                );
+                rates.extend(
+                    r.body_sample_rate
+                        .map(|v| (format!("{key}.body_sample_rate"), v)),
+                );
+            }
+        }
+        for (key, rate) in rates {
+            if !rate_ok(rate) {
+                return Err(self.invalid(key, "must be between 0.0 and 1.0"));
+            }
+        }
+        for (key, value) in [
+            ("request_log.buffer", log.buffer as u64),
+            ("request_log.batch", log.batch as u64),
+            ("request_log.prune_interval_secs", log.prune_interval_secs),
+        ] {
+            if value == 0 {
+                return Err(self.invalid(key, "must be greater than 0"));
+            }
+        }
+        for (i, pattern) in log.redact_patterns.iter().enumerate() {
+            if let Err(e) = regex::Regex::new(pattern) {
+                return Err(
+                    self.invalid(format!("request_log.redact_patterns[{i}]"), e.to_string())
+                );
+            }
+        }
+        Ok(())
+    }
+
     fn validate_timeouts(&self, key: &str, t: &Timeouts) -> Result<(), ConfigError> {
         if t.connect_timeout_ms == Some(0) {
             return Err(self.invalid(
@@ -720,6 +878,34 @@ impl Config {
                 reason: "is not valid UTF-8".into(),
             }),
         }
+    }
+
+    /// Puts `PASARELA_REDIS_URL`, when set and not empty, over `limits.redis_url`; called
+    /// where `apply_store_env` is.
+    pub fn apply_limits_env(&mut self) -> Result<(), ConfigError> {
+        let var = LimitsConfig::REDIS_URL_ENV;
+        match std::env::var(var) {
+            Ok(url) if url.is_empty() => Ok(()),
+            Ok(url) => self.override_redis_url(var, url),
+            Err(std::env::VarError::NotPresent) => Ok(()),
+            Err(std::env::VarError::NotUnicode(_)) => Err(ConfigError::Invalid {
+                origin: "environment".into(),
+                key: var.into(),
+                reason: "is not valid UTF-8".into(),
+            }),
+        }
+    }
+
+    /// Sets `limits.redis_url` from the environment variable `source`, which, unlike the
+    /// file, may carry a password.
+    pub fn override_redis_url(&mut self, source: &str, url: String) -> Result<(), ConfigError> {
+        check_redis_url(&url).map_err(|reason| ConfigError::Invalid {
+            origin: "environment".into(),
+            key: source.into(),
+            reason,
+        })?;
+        self.limits.redis_url = Some(SecretString::from(url));
+        Ok(())
     }
 
     /// Sets `store.database_url` from the environment variable `source`, which, unlike the
@@ -796,6 +982,19 @@ fn check_database_url(url: &str) -> Result<(), String> {
         Err(e) => Err(format!(
             "not a URL ({e}): expected `sqlite://PATH` or `postgres://USER@HOST/DATABASE`"
         )),
+    }
+}
+
+/// The reason never repeats the URL: it may hold a password.
+fn check_redis_url(url: &str) -> Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some() => Ok(()),
+        Ok(u) if matches!(u.scheme(), "redis" | "rediss") => Err("the URL names no host".into()),
+        Ok(u) => Err(format!(
+            "unsupported scheme `{}`: expected `redis://` or `rediss://`",
+            u.scheme()
+        )),
+        Err(e) => Err(format!("not a URL ({e}): expected `redis://HOST:PORT`")),
     }
 }
 
@@ -955,6 +1154,56 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("PASARELA_DATABASE_URL"), "{msg}");
         assert!(!msg.contains("secret"), "{msg}");
+    }
+
+    #[test]
+    fn redis_url_is_checked_and_its_password_comes_only_from_the_environment() {
+        let c =
+            Config::parse("[limits]\nredis_url = \"redis://cache:6379/2\"\n", "x.toml").unwrap();
+        assert_eq!(
+            c.limits.redis_url.as_ref().unwrap().expose_secret(),
+            "redis://cache:6379/2"
+        );
+        for (url, reason) in [
+            ("redis://:hunter2@cache", "PASARELA_REDIS_URL"),
+            ("postgres://cache", "`postgres`"),
+        ] {
+            let text = format!("[limits]\nredis_url = \"{url}\"\n");
+            let msg = Config::parse(&text, "x.toml").unwrap_err().to_string();
+            assert!(msg.contains("limits.redis_url"), "{msg}");
+            assert!(msg.contains(reason), "{msg}");
+            assert!(!msg.contains("hunter2"), "{msg}");
+        }
+        let mut c = Config::embedded().unwrap();
+        c.override_redis_url("PASARELA_REDIS_URL", "rediss://u:hunter2@cache".into())
+            .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let msg = Config::parse("[limits]\nredis_prefix = \"a b\"\n", "x.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("limits.redis_prefix"), "{msg}");
+    }
+
+    #[test]
+    fn request_log_defaults_keep_metadata_and_no_bodies() {
+        let c = Config::embedded().unwrap();
+        assert!(c.request_log.enabled);
+        assert_eq!(c.request_log.metadata_sample_rate, 1.0);
+        assert_eq!(c.request_log.body_sample_rate, 0.0);
+        assert_eq!(c.request_log.retention_days, 30);
+    }
+
+    #[test]
+    fn request_log_rates_outside_zero_to_one_are_rejected_with_their_key() {
+        let text = "[request_log.keys.team-a]\nbody_sample_rate = 1.5\n";
+        let msg = Config::parse(text, "x.toml").unwrap_err().to_string();
+        assert!(
+            msg.contains("request_log.keys.team-a.body_sample_rate"),
+            "{msg}"
+        );
+        let text = "[request_log]\nredact_patterns = [\"(\"]\n";
+        let msg = Config::parse(text, "x.toml").unwrap_err().to_string();
+        assert!(msg.contains("request_log.redact_patterns[0]"), "{msg}");
     }
 
     #[test]

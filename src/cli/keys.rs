@@ -166,9 +166,31 @@ async fn list(store: &Store, out: &mut impl Write) -> anyhow::Result<()> {
         writeln!(out, "no virtual keys")?;
     }
     for key in &keys {
-        writeln!(out, "{}", describe(key))?;
+        let period = key.budget.map_or(BudgetPeriod::Month, |b| b.period);
+        let start = crate::limits::period_start(period, chrono::Utc::now());
+        let spent = store
+            .spend()
+            .of(key.id, start.timestamp_millis())
+            .await?
+            .micro_usd;
+        writeln!(
+            out,
+            "{}  spent={}USD/{}",
+            describe(key),
+            usd(spent),
+            period.as_str()
+        )?;
     }
     Ok(())
+}
+
+fn usd(micro: i64) -> f64 {
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "amounts are far below 2^53 millionths"
+    )]
+    let usd = micro as f64 / 1e6;
+    usd
 }
 
 async fn revoke(store: &Store, name: String, out: &mut impl Write) -> anyhow::Result<()> {
@@ -195,12 +217,11 @@ fn describe(key: &VirtualKey) -> String {
         }
     }
     if let Some(b) = key.budget {
-        #[expect(
-            clippy::cast_precision_loss,
-            reason = "budgets are far below 2^53 millionths"
-        )]
-        let usd = b.micro_usd as f64 / 1e6;
-        parts.push(format!("budget={usd}USD/{}", b.period.as_str()));
+        parts.push(format!(
+            "budget={}USD/{}",
+            usd(b.micro_usd),
+            b.period.as_str()
+        ));
     }
     if key.record_content {
         parts.push("record_content".to_owned());

@@ -3,6 +3,7 @@
 
 mod config_cmd;
 mod keys;
+mod logs;
 mod prompts;
 mod serve;
 
@@ -35,6 +36,9 @@ enum Command {
     /// Manage the prompt registry: push prompt files, move labels, show, diff and pull versions.
     #[command(subcommand)]
     Prompts(prompts::PromptsCommand),
+    /// Read the request log: export logged chat traffic as a dataset, list recent requests.
+    #[command(subcommand)]
+    Logs(logs::LogsCommand),
 }
 
 /// Where the configuration comes from: `--config`/`PASARELA_CONFIG`, else `./pasarela.toml`,
@@ -59,6 +63,7 @@ impl ConfigSource {
             None => crate::config::Config::embedded(),
         }?;
         config.apply_store_env()?;
+        config.apply_limits_env()?;
         if let Some(dir) = &self.data_dir {
             config.store.data_dir = dir.clone();
         }
@@ -73,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Prompts(cmd) => prompts::run(cmd),
+        Command::Logs(cmd) => logs::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

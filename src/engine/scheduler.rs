@@ -234,6 +234,10 @@ impl<M: DecoderModel> Worker<M> {
             }
             // A client that went away frees its slot here, before the next step.
             active.retain(|s| !s.events.is_closed());
+            metrics::gauge!(names::ENGINE_QUEUE_DEPTH, "model" => self.name.clone())
+                .set(self.waiting.load(Ordering::SeqCst) as f64);
+            metrics::gauge!(names::ENGINE_ACTIVE, "model" => self.name.clone())
+                .set(active.len() as f64);
             if active.is_empty() {
                 continue;
             }

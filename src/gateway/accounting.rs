@@ -4,6 +4,9 @@
 //! Streams are always asked for their usage (`stream_options.include_usage`), since limits and
 //! spend are settled on it; a client that did not ask for it does not see it: its usage-only
 //! final chunk is dropped and any usage on other chunks removed.
+//!
+//! When the request log sampled a request's bodies, its response is kept too: a complete
+//! reply as sent, a stream assembled chunk by chunk. Otherwise nothing is copied.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +19,9 @@ use crate::openai::chat::{
 use crate::openai::completions::{Completion, CompletionRequest, Prompt};
 use crate::openai::embeddings::EmbeddingResponse;
 use crate::providers::{ChatStream, CompletionStream, ProviderError};
-use crate::telemetry::{Content, Ending, Exchange, RequestParams, TokenCounts, gen_ai};
+use crate::telemetry::{
+    Capture, Captured, Content, Ending, Exchange, RequestParams, TokenCounts, gen_ai,
+};
 
 /// `stream_options` that ask for usage, keeping whatever else the client set.
 pub(super) fn with_usage(options: Option<StreamOptions>) -> Option<StreamOptions> {
@@ -95,7 +100,17 @@ fn prompt_texts(prompt: &Prompt) -> impl Iterator<Item = String> + '_ {
     texts.iter().cloned()
 }
 
+/// Keeps a complete reply for the request log, when its bodies were sampled.
+fn keep<T: serde::Serialize>(exchange: &Exchange, reply: &T) {
+    if exchange.captures_bodies()
+        && let Ok(v) = serde_json::to_value(reply)
+    {
+        exchange.capture(|c| c.response = Captured::Json(v));
+    }
+}
+
 pub(super) fn chat(exchange: &Exchange, reply: &ChatCompletion) {
+    keep(exchange, reply);
     exchange.update(|r| {
         if let Some(c) = &mut r.content {
             c.output = reply
@@ -115,6 +130,7 @@ pub(super) fn chat(exchange: &Exchange, reply: &ChatCompletion) {
 }
 
 pub(super) fn completion(exchange: &Exchange, reply: &Completion) {
+    keep(exchange, reply);
     exchange.update(|r| {
         if let Some(c) = &mut r.content {
             c.output = reply.choices.iter().map(|ch| ch.text.as_str()).collect();
@@ -149,6 +165,8 @@ trait StreamItem {
     /// Removes the item's usage, returning it; true when nothing else is left in it.
     fn take_usage(&mut self) -> (Option<Usage>, bool);
     fn usage(&self) -> Option<&Usage>;
+    /// Adds the item to a sampled request's assembled response.
+    fn capture_into(&self, capture: &mut Capture);
 }
 
 impl StreamItem for ChatCompletionChunk {
@@ -178,6 +196,9 @@ impl StreamItem for ChatCompletionChunk {
     fn usage(&self) -> Option<&Usage> {
         self.usage.as_ref()
     }
+    fn capture_into(&self, capture: &mut Capture) {
+        capture.chat_chunk(self);
+    }
 }
 
 impl StreamItem for Completion {
@@ -200,6 +221,9 @@ impl StreamItem for Completion {
     }
     fn usage(&self) -> Option<&Usage> {
         self.usage.as_ref()
+    }
+    fn capture_into(&self, capture: &mut Capture) {
+        capture.completion_chunk(self);
     }
 }
 
@@ -268,6 +292,9 @@ fn note_chunk<T: StreamItem>(exchange: &Exchange, chunk: &mut T, client_wants_us
         r.finish_reasons.extend(reasons);
         if usage.is_some() {
             r.usage = usage;
+        }
+        if let Some(c) = r.capture.as_deref_mut() {
+            chunk.capture_into(c);
         }
     });
     if client_wants_usage {

@@ -52,16 +52,31 @@ impl Quota {
         if next - now <= self.period_nanos() {
             return Ok((next, self.status(next, now)));
         }
-        let status = RateStatus {
-            limit: clamp_u32(self.limit),
-            remaining: 0,
-            reset: nanos(base - now),
-        };
-        let retry_after = (cost <= self.limit).then(|| nanos(next - now - self.period_nanos()));
-        Err(Refused {
-            status,
-            retry_after,
-        })
+        let retry_after = (cost <= self.limit).then(|| next - now - self.period_nanos());
+        Err(self.refused(base - now, retry_after))
+    }
+
+    /// A refusal while the bucket is full for `used` more nanoseconds, the request fitting
+    /// after `retry_after` (`None`: never).
+    pub(super) fn refused(&self, used: u128, retry_after: Option<u128>) -> Refused {
+        Refused {
+            status: RateStatus {
+                limit: clamp_u32(self.limit),
+                remaining: 0,
+                reset: nanos(used),
+            },
+            retry_after: retry_after.map(nanos),
+        }
+    }
+
+    /// The same quota in microseconds, for Redis: its clock, `TIME`, gives microseconds, and
+    /// a Lua number (a double) holds microseconds since 1970 exactly but not nanoseconds.
+    pub(super) fn interval_micros(&self) -> u128 {
+        self.period.as_micros() / u128::from(self.limit.max(1))
+    }
+
+    pub(super) fn period_micros(&self) -> u128 {
+        self.period.as_micros()
     }
 
     /// Gives back (`delta` < 0) or charges extra (`delta` > 0) cells after the fact. A charge
@@ -133,6 +148,14 @@ impl LocalBucket {
         let mut tat = self.tat.lock().unwrap_or_else(|e| e.into_inner());
         *tat = self.quota.adjust(*tat, now, delta);
         self.quota.status(*tat, now)
+    }
+
+    /// Sets the bucket to where the shared one stands (full for `used` more), so that its
+    /// status reads right and, should Redis go away, counting here carries on from there.
+    pub fn mirror(&self, used: Duration) {
+        let now = self.now();
+        let mut tat = self.tat.lock().unwrap_or_else(|e| e.into_inner());
+        *tat = now + used.as_nanos();
     }
 }
 

@@ -10,7 +10,9 @@
 //!
 //! Counted here: request rate (GCRA, `governor`, one limiter per key since each key has its
 //! own quota), token rate (the same algorithm with reservations settled afterwards, `gcra`)
-//! and concurrent requests (a semaphore per key). Spend is counted in `spend`.
+//! and concurrent requests (a semaphore per key). Spend is counted in `spend`. With
+//! `limits.redis_url` the two rates are counted in Redis instead, shared by every replica
+//! (`shared`), and here only while Redis is away; concurrency stays per replica.
 //!
 //! Must not contain SQL (that is `store`) nor HTTP (that is `server`).
 
@@ -29,6 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::gcra::{self, LocalBucket, Refused};
+use super::shared::{RateKind, SharedBucket, SharedLimits};
 use super::spend::{Prices, SpendBook};
 use super::{ApiKeyHash, generate_key};
 use crate::store::{Budget, NewKey, Store, StoreError, VirtualKey};
@@ -187,6 +190,14 @@ pub struct RateDenied {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotsTaken;
 
+/// Tokens reserved for one request, and where, so that it is settled there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reservation {
+    pub tokens: u64,
+    /// In Redis rather than this replica's bucket.
+    pub shared: bool,
+}
+
 /// One active key as the request path sees it.
 pub struct KeyPolicy {
     pub id: i64,
@@ -200,12 +211,22 @@ pub struct KeyPolicy {
     rate: Option<Limiter>,
     /// Tokens per minute: reserved before a call, settled on its usage.
     tokens: Option<LocalBucket>,
+    /// The same two rates in Redis, shared by the replicas; the local ones count while
+    /// Redis is away.
+    shared_rate: Option<SharedBucket>,
+    shared_tokens: Option<SharedBucket>,
     slots: Option<Arc<Semaphore>>,
 }
 
 impl KeyPolicy {
-    fn new(key: &VirtualKey) -> KeyPolicy {
+    fn new(key: &VirtualKey, shared: Option<&Arc<SharedLimits>>) -> KeyPolicy {
+        let shared_bucket = |kind, limit: Option<u32>| {
+            let limit = u64::from(limit.filter(|l| *l > 0)?);
+            Some(shared?.bucket(&key.key_hash, kind, gcra::Quota::per_minute(limit)))
+        };
         KeyPolicy {
+            shared_rate: shared_bucket(RateKind::Requests, key.rpm),
+            shared_tokens: shared_bucket(RateKind::Tokens, key.tpm),
             id: key.id,
             name: key.name.clone(),
             allowed_models: key.allowed_models.clone(),
@@ -231,7 +252,15 @@ impl KeyPolicy {
     }
 
     /// Counts one request against the key's rate. None when the key has no rate limit.
-    pub fn check_rate(&self) -> Option<Result<RateStatus, RateDenied>> {
+    pub async fn check_rate(&self) -> Option<Result<RateStatus, RateDenied>> {
+        if let Some(shared) = &self.shared_rate
+            && let Some(checked) = shared.take(1).await
+        {
+            return Some(checked.map_err(|refused| RateDenied {
+                status: refused.status,
+                retry_after: refused.retry_after.unwrap_or_default(),
+            }));
+        }
         let limiter = self.rate.as_ref()?;
         Some(match limiter.check() {
             Ok(snapshot) => {
@@ -269,8 +298,23 @@ impl KeyPolicy {
 
     /// Reserves `estimate` tokens against the key's token rate. None when the key has no
     /// token limit.
-    pub fn reserve_tokens(&self, estimate: u64) -> Option<Result<RateStatus, Refused>> {
-        Some(self.tokens.as_ref()?.take(estimate))
+    pub async fn reserve_tokens(
+        &self,
+        estimate: u64,
+    ) -> Option<Result<(RateStatus, Reservation), Refused>> {
+        let local = self.tokens.as_ref()?;
+        let mut reservation = Reservation {
+            tokens: estimate,
+            shared: false,
+        };
+        if let Some(shared) = &self.shared_tokens
+            && let Some(taken) = shared.take(estimate).await
+        {
+            local.mirror(taken.map_or_else(|r| r.status.reset, |s| s.reset));
+            reservation.shared = true;
+            return Some(taken.map(|status| (status, reservation)));
+        }
+        Some(local.take(estimate).map(|status| (status, reservation)))
     }
 
     /// Where the key stands against its token rate, without taking any.
@@ -278,14 +322,31 @@ impl KeyPolicy {
         self.tokens.as_ref().map(|b| b.adjust(0))
     }
 
-    /// Settles a reservation on what the request really used.
-    pub fn settle_tokens(&self, reserved: u64, used: u64) {
-        if let Some(bucket) = &self.tokens {
-            let delta = i64::try_from(used).unwrap_or(i64::MAX)
-                - i64::try_from(reserved).unwrap_or(i64::MAX);
-            if delta != 0 {
-                bucket.adjust(delta);
+    /// Settles a reservation on what the request really used, where it was made. Called
+    /// when a response ends (synchronously), so a shared one is settled by a task of its own,
+    /// bounded by the Redis timeout; if Redis is gone by then, the correction is lost and the
+    /// shared bucket refills on its own.
+    pub fn settle_tokens(self: &Arc<Self>, reservation: Reservation, used: u64) {
+        let delta = i64::try_from(used).unwrap_or(i64::MAX)
+            - i64::try_from(reservation.tokens).unwrap_or(i64::MAX);
+        if delta == 0 {
+            return;
+        }
+        if reservation.shared {
+            let policy = self.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    let (Some(shared), Some(local)) = (&policy.shared_tokens, &policy.tokens)
+                    else {
+                        return;
+                    };
+                    if let Some(status) = shared.adjust(delta).await {
+                        local.mirror(status.reset);
+                    }
+                });
             }
+        } else if let Some(bucket) = &self.tokens {
+            bucket.adjust(delta);
         }
     }
 
@@ -325,6 +386,8 @@ pub struct Accounting {
     pub prices: Prices,
     /// Output tokens reserved when a request sets no `max_tokens`.
     pub default_output_tokens: u32,
+    /// Where rates are shared by the replicas (`limits.redis_url`); none: counted here.
+    pub shared: Option<Arc<SharedLimits>>,
 }
 
 /// The active virtual keys, by hash, kept in step with the store, and their spend.
@@ -411,7 +474,7 @@ impl VirtualKeys {
         for key in &active {
             let entry = map
                 .remove(&key.key_hash)
-                .unwrap_or_else(|| Arc::new(KeyPolicy::new(key)));
+                .unwrap_or_else(|| Arc::new(KeyPolicy::new(key, self.accounting.shared.as_ref())));
             next.insert(key.key_hash.clone(), entry);
         }
         *map = next;
@@ -481,30 +544,34 @@ mod tests {
     }
 
     fn policy(rpm: u32) -> KeyPolicy {
-        KeyPolicy::new(&VirtualKey {
-            id: 1,
-            name: "k".into(),
-            key_hash: String::new(),
-            key_prefix: String::new(),
-            allowed_models: vec!["a".into()],
-            rpm: Some(rpm),
-            tpm: None,
-            max_concurrent: Some(1),
-            budget: None,
-            record_content: false,
-            created_at: chrono::Utc::now(),
-            revoked_at: None,
-        })
+        KeyPolicy::new(
+            &VirtualKey {
+                id: 1,
+                name: "k".into(),
+                key_hash: String::new(),
+                key_prefix: String::new(),
+                allowed_models: vec!["a".into()],
+                rpm: Some(rpm),
+                tpm: None,
+                max_concurrent: Some(1),
+                budget: None,
+                record_content: false,
+                created_at: chrono::Utc::now(),
+                revoked_at: None,
+            },
+            None,
+        )
     }
 
-    #[test]
-    fn a_burst_gets_the_rate_then_is_denied_with_a_wait() {
+    #[tokio::test]
+    async fn a_burst_gets_the_rate_then_is_denied_with_a_wait() {
         let p = policy(3);
-        let remaining: Vec<u32> = (0..3)
-            .map(|_| p.check_rate().unwrap().unwrap().remaining)
-            .collect();
+        let mut remaining = Vec::new();
+        for _ in 0..3 {
+            remaining.push(p.check_rate().await.unwrap().unwrap().remaining);
+        }
         assert_eq!(remaining, [2, 1, 0]);
-        let denied = p.check_rate().unwrap().unwrap_err();
+        let denied = p.check_rate().await.unwrap().unwrap_err();
         assert_eq!(denied.status.limit, 3);
         assert_eq!(denied.status.remaining, 0);
         // One slot comes back every 20 s at 3 per minute.

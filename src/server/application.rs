@@ -15,9 +15,10 @@ use crate::config::{Config, ConfigError};
 use crate::engine::local_models::LocalModels;
 use crate::engine::source::ModelDirs;
 use crate::gateway::Gateway;
-use crate::limits::{Accounting, ApiKeyHash, ApiKeys, PerIp, Prices, VirtualKeys};
+use crate::limits::{Accounting, ApiKeyHash, ApiKeys, PerIp, Prices, SharedLimits, VirtualKeys};
 use crate::prompts::Registry;
 use crate::store::Store;
+use crate::telemetry::request_log::{LogWriter, RequestLog};
 use crate::telemetry::{Metrics, Tracing};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,10 @@ pub enum StartError {
     Registry(#[from] crate::prompts::RegistryError),
     #[error("cannot load the virtual keys: {0}")]
     Keys(#[from] crate::limits::KeysError),
+    #[error("cannot share limits through Redis: {0}")]
+    SharedLimits(#[from] crate::limits::SharedError),
+    #[error("cannot start the request log: {0}")]
+    RequestLog(#[from] regex::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -47,10 +52,13 @@ pub struct Application {
     shutdown: CancellationToken,
     grace: Duration,
     tracing: Tracing,
+    log_writer: Option<LogWriter>,
 }
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartError> {
+        // Before anything records a metric (the Redis gauge, at connect).
+        let metrics = Metrics::global();
         let hashes = config
             .auth
             .api_key_hashes
@@ -68,12 +76,32 @@ impl Application {
         let keys = ApiKeys::new(hashes, &config.auth_env_keys()?).with(&admin_keys);
         let store = Store::open(&config.store).await?;
         let registry = Arc::new(Registry::new(store.clone(), &config.prompts).await?);
+        let shared = match &config.limits.redis_url {
+            Some(url) => Some(
+                SharedLimits::connect(
+                    url,
+                    &config.limits.redis_prefix,
+                    config.limits.redis_timeout(),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let accounting = Accounting {
             prices: Prices::new(config.prices.clone()),
             default_output_tokens: config.limits.default_output_tokens,
+            shared: shared.clone(),
         };
-        let virtual_keys = Arc::new(VirtualKeys::load(store, accounting).await?);
+        let virtual_keys = Arc::new(VirtualKeys::load(store.clone(), accounting).await?);
         let shutdown = CancellationToken::new();
+        if let Some(shared) = &shared {
+            shared.spawn_probe(shutdown.clone());
+        }
+        let (request_log, log_writer) =
+            match RequestLog::start(&config.request_log, &store, &shutdown)? {
+                Some((log, writer)) => (Some(log), Some(writer)),
+                None => (None, None),
+            };
         registry.spawn_refresher(shutdown.clone());
         virtual_keys.spawn_refresher(shutdown.clone());
         let per_ip = config
@@ -129,7 +157,8 @@ impl Application {
             per_ip: per_ip.clone(),
             registry,
             ready: ready.clone(),
-            metrics: Metrics::global(),
+            metrics,
+            request_log,
             tracing: tracing.clone(),
         };
         Ok(Application {
@@ -139,6 +168,7 @@ impl Application {
             ready,
             shutdown,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
+            log_writer,
             tracing,
         })
     }
@@ -174,10 +204,7 @@ impl Application {
         let token = self.shutdown.clone();
         let grace = self.grace;
         let result = tokio::select! {
-            result = serve.into_future() => {
-                tracing::info!("shutdown complete");
-                result
-            }
+            result = serve.into_future() => result,
             () = async move { token.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(grace_secs = grace.as_secs(), "grace period over: closing remaining connections");
                 Ok(())
@@ -185,9 +212,17 @@ impl Application {
         };
         // The spans of the last requests, drained above, leave before the process does.
         self.tracing.shutdown().await;
+        // Requests are over: what they logged is written before the process ends.
+        if let Some(writer) = self.log_writer {
+            writer.flush(LOG_FLUSH_LIMIT).await;
+        }
+        tracing::info!("shutdown complete");
         result
     }
 }
+
+/// How long a shutdown waits for the request log's last entries to be written.
+const LOG_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// Forgets idle client addresses every minute, so that the per-address state stays small.
 fn spawn_forgetter(per_ip: Arc<PerIp>, stop: CancellationToken) {

@@ -24,7 +24,9 @@ pub async fn require_key(State(state): State<AppState>, req: Request, next: Next
         return match (&state.per_ip, client_ip(&req)) {
             (Some(per_ip), Some(ip)) => match per_ip.check(ip) {
                 Ok(status) => key_limits::with_request_rate(next.run(req).await, status),
-                Err(denied) => key_limits::requests_refused(&format!("client {ip}"), denied),
+                Err(denied) => {
+                    key_limits::requests_refused(&format!("client {ip}"), "client_ip", denied)
+                }
             },
             _ => next.run(req).await,
         };

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::Extension;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
@@ -61,6 +62,11 @@ pub async fn chat_completions(
         header(prompt::VARIABLES_HEADER),
     )
     .await?;
+    // The request log keeps the request as the model saw it, the prompt rendered into it.
+    if applied.is_some() && exchange.captures_bodies() {
+        let rendered = serde_json::to_vec(&body).ok().map(Bytes::from);
+        exchange.capture(|c| c.request = rendered);
+    }
     let req: ChatCompletionRequest = from_value(Value::Object(body))?;
     if let Some(p) = &applied {
         exchange.update(|r| r.prompt = Some((p.name.clone(), p.version)));

@@ -27,8 +27,10 @@ use serde_json::Value;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::error::ApiError;
-use crate::limits::{KeyPolicy, RateDenied, RateStatus, VirtualKeys, estimate, reset_text};
-use crate::telemetry::{Exchange, KeyRef, Record};
+use crate::limits::{
+    KeyPolicy, RateDenied, RateStatus, Reservation, VirtualKeys, estimate, reset_text,
+};
+use crate::telemetry::{Exchange, KeyRef, Record, names};
 
 pub const LIMIT_REQUESTS: &str = "x-ratelimit-limit-requests";
 pub const REMAINING_REQUESTS: &str = "x-ratelimit-remaining-requests";
@@ -79,11 +81,11 @@ pub async fn enforce(
         requests: None,
         tokens: policy.token_status(),
     };
-    match policy.check_rate() {
+    match policy.check_rate().await {
         None => {}
         Some(Ok(status)) => rates.requests = Some(status),
         Some(Err(denied)) => {
-            return requests_refused(&format!("key `{}`", policy.name), denied);
+            return requests_refused(&format!("key `{}`", policy.name), "requests", denied);
         }
     }
     if let Some(budget) = policy.budget
@@ -103,6 +105,7 @@ pub async fn enforce(
             ),
         )
         .code("insufficient_quota");
+        count_refusal("budget");
         return rates.apply(err.into_response());
     }
     let permit = match policy.try_start() {
@@ -118,6 +121,7 @@ pub async fn enforce(
                 ),
             )
             .code("concurrency_limit_exceeded");
+            count_refusal("concurrency");
             return rates.apply(err.into_response());
         }
     };
@@ -132,7 +136,7 @@ pub async fn enforce(
             Err(err) => return rates.apply(err.into_response()),
         }
     } else {
-        (req, 0)
+        (req, Reservation::default())
     };
     if let Some(ex) = &exchange {
         let (keys, policy) = (keys.clone(), policy.clone());
@@ -152,7 +156,13 @@ pub async fn enforce(
 }
 
 /// 429 for a request over a request rate, with the rate headers and `Retry-After`.
-pub fn requests_refused(whose: &str, denied: RateDenied) -> Response {
+/// Counts a request refused by `limit` in the metrics.
+fn count_refusal(limit: &'static str) {
+    metrics::counter!(names::RATE_LIMITED, "limit" => limit).increment(1);
+}
+
+pub fn requests_refused(whose: &str, limit: &'static str, denied: RateDenied) -> Response {
+    count_refusal(limit);
     let mut err = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         "requests",
@@ -182,13 +192,13 @@ fn micro_to_usd(micro: i64) -> f64 {
 }
 
 /// Settles the token reservation and counts the request's cost, once its response is over.
-fn settle(keys: &VirtualKeys, policy: &KeyPolicy, reserved: u64, record: &Record) {
+fn settle(keys: &VirtualKeys, policy: &Arc<KeyPolicy>, reserved: Reservation, record: &Record) {
     let used = match record.usage {
         Some(u) => u.input + u.output,
         // Refused before any model ran: nothing was used.
         None if record.status >= 400 || record.deployment.is_none() => 0,
         // Served, but the usage never arrived: keep the estimate.
-        None => reserved,
+        None => reserved.tokens,
     };
     policy.settle_tokens(reserved, used);
     let Some(usage) = record.usage else { return };
@@ -211,7 +221,7 @@ async fn check_body(
     policy: &KeyPolicy,
     req: Request,
     rates: &mut Rates,
-) -> Result<(Request, u64), ApiError> {
+) -> Result<(Request, Reservation), ApiError> {
     let (parts, body) = req.into_parts();
     // The body limit travels in the extensions; the probe carries them so that it applies.
     let mut probe = Request::new(body);
@@ -222,15 +232,19 @@ async fn check_body(
     // An unreadable body is the handler's to reject, with its own message; nothing runs, so
     // nothing is reserved.
     let Ok(json) = serde_json::from_slice::<Value>(&bytes) else {
-        return Ok((Request::from_parts(parts, Body::from(bytes)), 0));
+        return Ok((
+            Request::from_parts(parts, Body::from(bytes)),
+            Reservation::default(),
+        ));
     };
     if !policy.allowed_models.is_empty() {
         check_model(policy, json.get("model").and_then(Value::as_str))?;
     }
-    let mut reserved = 0;
+    let mut reserved = Reservation::default();
     if let Some(limit) = policy.token_limit() {
         let guess = estimate(&json, keys.accounting().default_output_tokens);
         if guess.input > limit {
+            count_refusal("tokens");
             return Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "tokens",
@@ -244,11 +258,15 @@ async fn check_body(
         }
         // The output cap may be above the whole rate; the reservation never is, so that such
         // a request can run when the key is idle and pays for what it really used.
-        reserved = guess.total().min(limit);
-        match policy.reserve_tokens(reserved) {
-            None => reserved = 0,
-            Some(Ok(status)) => rates.tokens = Some(status),
+        let wanted = guess.total().min(limit);
+        match policy.reserve_tokens(wanted).await {
+            None => {}
+            Some(Ok((status, reservation))) => {
+                rates.tokens = Some(status);
+                reserved = reservation;
+            }
             Some(Err(refused)) => {
+                count_refusal("tokens");
                 rates.tokens = Some(refused.status);
                 let wait = refused.retry_after.unwrap_or_default();
                 let mut err = ApiError::new(
@@ -256,7 +274,7 @@ async fn check_body(
                     "tokens",
                     format!(
                         "Rate limit reached for tokens on key `{}`: limit {limit} per minute, \
-                         requested about {reserved}. Please try again in {}.",
+                         requested about {wanted}. Please try again in {}.",
                         policy.name,
                         reset_text(wait)
                     ),

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::Json;
-use crate::limits::{KeySpec, KeysError, micro_usd};
+use crate::limits::{KeySpec, KeysError, SpendBook, micro_usd, period_start};
 use crate::store::{Budget, BudgetPeriod, VirtualKey};
 
 impl From<KeysError> for ApiError {
@@ -47,10 +47,11 @@ pub struct CreateKeyRequest {
     pub models: Vec<String>,
     /// Requests per minute.
     pub rpm: Option<u32>,
-    /// Tokens per minute (stored; not enforced yet).
+    /// Tokens per minute: an estimate is reserved before each call and settled on its usage.
     pub tpm: Option<u32>,
     pub max_concurrent: Option<u32>,
-    /// US dollars per `budget_period` (stored; not enforced yet).
+    /// US dollars per `budget_period`; requests are refused (429 `insufficient_quota`) once it
+    /// is spent, priced by `[prices]`.
     pub budget: Option<f64>,
     /// `day`, `week` or `month`; required with `budget`.
     pub budget_period: Option<String>,
@@ -72,9 +73,31 @@ pub struct KeyInfo {
     pub max_concurrent: Option<u32>,
     pub budget: Option<f64>,
     pub budget_period: Option<String>,
+    /// US dollars spent in the current period (the budget's, else the calendar month, UTC),
+    /// by every replica: other replicas' spend arrives within about a second.
+    pub spent: f64,
+    /// When the current period began.
+    pub period_start: DateTime<Utc>,
+    /// Prompt and completion text of this key's requests are recorded on trace spans.
     pub record_content: bool,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl KeyInfo {
+    fn of(k: &VirtualKey, spend: &SpendBook) -> KeyInfo {
+        let period = k.budget.map_or(BudgetPeriod::Month, |b| b.period);
+        #[expect(
+            clippy::cast_precision_loss,
+            reason = "spend is far below 2^53 millionths"
+        )]
+        let spent = spend.spent(k.id, period) as f64 / 1e6;
+        KeyInfo {
+            spent,
+            period_start: period_start(period, Utc::now()),
+            ..KeyInfo::from(k)
+        }
+    }
 }
 
 impl From<&VirtualKey> for KeyInfo {
@@ -92,6 +115,11 @@ impl From<&VirtualKey> for KeyInfo {
             )]
             budget: k.budget.map(|b| b.micro_usd as f64 / 1e6),
             budget_period: k.budget.map(|b| b.period.as_str().to_owned()),
+            spent: 0.0,
+            period_start: period_start(
+                k.budget.map_or(BudgetPeriod::Month, |b| b.period),
+                Utc::now(),
+            ),
             record_content: k.record_content,
             created_at: k.created_at,
             revoked_at: k.revoked_at,
@@ -166,7 +194,7 @@ pub async fn list(State(state): State<AppState>) -> Result<axum::Json<KeyList>, 
         .list()
         .await?
         .iter()
-        .map(KeyInfo::from)
+        .map(|k| KeyInfo::of(k, state.virtual_keys.spend()))
         .collect();
     Ok(axum::Json(KeyList { data }))
 }
@@ -181,5 +209,8 @@ pub async fn revoke(
     Path(name): Path<String>,
 ) -> Result<axum::Json<KeyInfo>, ApiError> {
     let revoked = state.virtual_keys.revoke(&name).await?;
-    Ok(axum::Json(KeyInfo::from(&revoked)))
+    Ok(axum::Json(KeyInfo::of(
+        &revoked,
+        state.virtual_keys.spend(),
+    )))
 }

@@ -14,6 +14,7 @@ mod keys_api;
 mod observe;
 mod openapi;
 mod prompts_api;
+mod request_log;
 mod sse;
 
 use std::sync::Arc;
@@ -31,12 +32,13 @@ pub use key_limits::{
     LIMIT_REQUESTS, LIMIT_TOKENS, REMAINING_REQUESTS, REMAINING_TOKENS, RESET_REQUESTS,
     RESET_TOKENS,
 };
-pub use observe::OVERHEAD_HEADER;
+pub use observe::{OVERHEAD_HEADER, REQUEST_ID_HEADER};
 pub use openapi::ApiDoc;
 
 use crate::gateway::Gateway;
 use crate::limits::{ApiKeys, PerIp, VirtualKeys};
 use crate::prompts::Registry;
+use crate::telemetry::request_log::RequestLog;
 use crate::telemetry::{Metrics, Tracing};
 
 #[derive(Clone)]
@@ -56,6 +58,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Request spans, when OTLP export is on.
     pub tracing: Tracing,
+    /// Where finished requests are logged; None when `request_log.enabled` is off.
+    pub request_log: Option<Arc<RequestLog>>,
 }
 
 /// The route table.
@@ -67,7 +71,10 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .route("/v1/models", get(handlers::list_models))
         // Model ids may contain slashes (`meta-llama/Llama-3.1-8B`).
         .route("/v1/models/{*id}", get(handlers::get_model))
-        .route_layer(from_fn_with_state(state.clone(), auth::require_key));
+        // The last layer is the outermost: the log sees refusals; bodies are sampled by key.
+        .route_layer(from_fn_with_state(state.clone(), request_log::capture))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_key))
+        .route_layer(from_fn_with_state(state.clone(), request_log::record));
     let admin = Router::new()
         .route(
             "/api/prompts",

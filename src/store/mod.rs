@@ -1,6 +1,7 @@
 //! Persistence: an embedded SQLite database under `store.data_dir` by default, or a shared
 //! Postgres when `store.database_url` names one; their migrations; and one repository per
-//! aggregate ([`Prompts`], [`Keys`]). Every SQL statement of the gateway lives in this module.
+//! aggregate ([`Prompts`], [`Keys`], [`Spend`], [`RequestLogRows`]). Every SQL statement of
+//! the gateway lives in this module.
 //! Repositories take and return domain values, never rows, and each write is one transaction.
 //!
 //! Both engines run the same statements through `sqlx::Any`: they are written once, with `$1`
@@ -17,9 +18,11 @@
 mod change_counter;
 mod keys;
 mod prompts;
+mod request_log;
 mod spend;
 
 pub use keys::{Budget, BudgetPeriod, Keys, NewKey, VirtualKey};
+pub use request_log::{LogEnding, LogEntry, LogFilter, LoggedRequest, RequestLogRows};
 pub use spend::{PeriodSpend, Spend};
 
 pub use prompts::{
@@ -171,6 +174,7 @@ const _: fn() = || {
     shared::<Prompts>();
     shared::<Keys>();
     shared::<Spend>();
+    shared::<RequestLogRows>();
 };
 
 impl Store {
@@ -308,6 +312,11 @@ impl Store {
     /// Spend per virtual key and budget period.
     pub fn spend(&self) -> Spend {
         Spend::new(self.pool.clone())
+    }
+
+    /// The request log.
+    pub fn request_log(&self) -> RequestLogRows {
+        RequestLogRows::new(self.pool.clone(), self.backend)
     }
 
     /// Waits for the pool's connections to close; SQLite folds its WAL back into the database

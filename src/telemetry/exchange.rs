@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::UpstreamClock;
+use super::capture::Capture;
 use super::request_trace::RequestTrace;
 
 /// Input and output tokens of one request, as the model counted them.
@@ -51,8 +52,9 @@ pub struct RequestParams {
     pub top_p: Option<f64>,
 }
 
-/// Prompt and completion text, kept only when content recording is on.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Prompt and completion text, kept only when content recording is on. Its `Debug` shows
+/// sizes, never the text: records end up in debug logs.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Content {
     /// The input messages, as `gen_ai.input.messages` JSON.
     pub input: String,
@@ -60,10 +62,21 @@ pub struct Content {
     pub output: String,
 }
 
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Content")
+            .field("input_bytes", &self.input.len())
+            .field("output_bytes", &self.output.len())
+            .finish()
+    }
+}
+
 /// What is known about a request. Fields stay `None` where they do not apply (an embeddings
 /// request has no finish reason) or never became known (a refused request has no deployment).
 #[derive(Debug, Clone, Default)]
 pub struct Record {
+    /// `x-request-id`: the client's, or one made for the request.
+    pub request_id: String,
     /// The matched route, e.g. `/v1/chat/completions`.
     pub endpoint: String,
     pub status: u16,
@@ -90,6 +103,10 @@ pub struct Record {
     pub ending: Ending,
     /// Set only when the request's trace records content.
     pub content: Option<Content>,
+    /// Why the request failed, for an error response.
+    pub error: Option<String>,
+    /// The bodies, only when the request log sampled them: nothing is copied otherwise.
+    pub capture: Option<Box<Capture>>,
 }
 
 type Hook = Box<dyn FnOnce(&Record) + Send>;
@@ -156,6 +173,18 @@ impl Exchange {
     /// readable: every field stays valid on its own.
     pub fn update(&self, f: impl FnOnce(&mut Record)) {
         f(&mut self.lock());
+    }
+
+    /// Whether the request log sampled this request's bodies, so that they should be kept.
+    pub fn captures_bodies(&self) -> bool {
+        self.lock().capture.is_some()
+    }
+
+    /// Changes the captured bodies, when they are being captured.
+    pub fn capture(&self, f: impl FnOnce(&mut Capture)) {
+        if let Some(c) = self.lock().capture.as_deref_mut() {
+            f(c);
+        }
     }
 
     /// A copy of the record as it stands.

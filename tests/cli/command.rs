@@ -84,6 +84,11 @@ impl TestCli {
         self.run("keys", args)
     }
 
+    /// `pasarela logs ARGS…`, like [`TestCli::prompts`].
+    pub fn logs(&self, args: &[&str]) -> Run {
+        self.run("logs", args)
+    }
+
     fn run(&self, subcommand: &str, args: &[&str]) -> Run {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pasarela"));
         command

@@ -9,7 +9,15 @@
 )]
 
 mod command;
+// The gateway's stand-in upstream, for traffic that the log commands then read.
+#[path = "../gateway/openai_upstream.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with the gateway tests, which use all of it"
+)]
+mod openai_upstream;
 
 mod keys;
+mod logs;
 mod postgres;
 mod prompts;

@@ -206,6 +206,34 @@ async fn concurrent_streams_are_decoded_in_shared_batches() {
         bucket("+Inf") > bucket("1"),
         "no shared decode step:\n{metrics}"
     );
+    // Queue and running gauges, and the generation speed of the streams once they are
+    // counted (when each response is over on the server).
+    assert!(
+        metrics.contains("pasarela_engine_queue_depth{model="),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pasarela_engine_active_sequences{model="),
+        "{metrics}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        let speeds = metrics
+            .lines()
+            .find(|l| l.starts_with("pasarela_output_tokens_per_second_count"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if speeds >= 4.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tokens/s not recorded for the 4 streams:\n{metrics}"
+        );
+        tokio::task::yield_now().await;
+    }
 }
 
 #[tokio::test]

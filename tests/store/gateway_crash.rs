@@ -3,16 +3,15 @@
 //! must pass SQLite's integrity check, and the registry must be consistent (versions without
 //! gaps, `latest` at the newest, one history entry and one change per version).
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use pasarela::config::StoreConfig;
 use pasarela::store::{LATEST_LABEL, SQLITE_FILE, Store};
 use serde_json::{Value, json};
 use sqlx::{Connection, SqliteConnection};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use tokio::sync::mpsc;
+
+use crate::gateway_process::GatewayProcess;
 
 const WRITERS: usize = 8;
 /// Acknowledged versions the test waits for before it kills the gateway.
@@ -34,36 +33,8 @@ async fn a_gateway_killed_during_a_burst_of_pushes_keeps_every_acknowledged_vers
     let data = dir.path().join("data");
     let config = dir.path().join("pasarela.toml");
     std::fs::write(&config, "[server]\nshutdown_grace_secs = 1\n").unwrap();
-    let mut gateway = Command::new(env!("CARGO_BIN_EXE_pasarela"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(&data)
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    // The gateway says where it listens once it does; its other log lines are drained so
-    // that a full pipe never blocks it.
-    let mut lines = BufReader::new(gateway.stdout.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let Ok(log) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if log["fields"]["message"] == "pasarela is listening" {
-                return log["fields"]["addr"].as_str().unwrap().to_owned();
-            }
-        }
-        panic!("the gateway exited before listening");
-    })
-    .await
-    .expect("the gateway listens within 60 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let base = format!("http://{addr}");
+    let mut gateway = GatewayProcess::start(&config, &data, &[]).await;
+    let base = gateway.base.clone();
     let client = reqwest::Client::new();
 
     // Writers push distinct contents until the gateway dies; each acknowledged version goes
@@ -110,7 +81,7 @@ async fn a_gateway_killed_during_a_burst_of_pushes_keeps_every_acknowledged_vers
         acknowledged.push(ack);
     }
     // SIGKILL: no graceful shutdown, no checkpoint, pushes in flight.
-    gateway.kill().await.unwrap();
+    gateway.kill().await;
     for w in writers {
         w.await.unwrap();
     }

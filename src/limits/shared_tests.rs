@@ -1,0 +1,206 @@
+//! The scripts against a real Redis (`PASARELA_TEST_REDIS_URL`, else 127.0.0.1:6379): they
+//! must count exactly as [`Quota`] does, on a clock the test sets. Where no Redis answers
+//! they say SKIPPED, unless `PASARELA_REQUIRE_ALL` is set, where that is a failure.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use super::*;
+
+const MS: u64 = 1000;
+
+/// A connection under a prefix of this test's own, or None (after saying so) without Redis.
+async fn shared_limits(test: &str) -> Option<Arc<SharedLimits>> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let url = std::env::var("PASARELA_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let prefix = format!(
+        "pasarela-test-{}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed),
+        chrono::Utc::now().timestamp_micros()
+    );
+    let limits = SharedLimits::connect(
+        &SecretString::from(url.clone()),
+        &prefix,
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    if limits.is_up() {
+        return Some(limits);
+    }
+    assert!(
+        std::env::var_os("PASARELA_REQUIRE_ALL").is_none(),
+        "Redis not reachable at {url} and PASARELA_REQUIRE_ALL is set"
+    );
+    eprintln!("SKIPPED {test}: Redis not reachable at {url}");
+    None
+}
+
+fn hash(n: u8) -> String {
+    format!("sha256:{}", hex::encode([n; 32]))
+}
+
+#[tokio::test]
+async fn the_take_script_counts_as_quota_take_does() {
+    let Some(redis) = shared_limits("the_take_script_counts_as_quota_take_does").await else {
+        return;
+    };
+    // One cell every 100 ms: microseconds and nanoseconds give the same interval.
+    let quota = Quota::per_minute(600);
+    let bucket = redis.bucket(&hash(1), RateKind::Tokens, quota);
+    let mut tat = 0u128;
+    // (now in ms, cost): a burst, refusals, refills, a cost above the limit.
+    let steps = [
+        (0, 500),
+        (0, 100),
+        (0, 1),
+        (50, 1),
+        (100, 1),
+        (100, 1),
+        (350, 3),
+        (350, 601),
+        (2_000, 20),
+        (90_000, 600),
+    ];
+    for (now_ms, cost) in steps {
+        let now_us = now_ms * MS;
+        let expected = quota.take(tat, u128::from(now_us) * 1000, cost);
+        if let Ok((next, _)) = expected {
+            tat = next;
+        }
+        let got = bucket.take_at(cost, Some(now_us)).await.unwrap();
+        assert_eq!(got, expected.map(|(_, s)| s), "at {now_ms} ms, cost {cost}");
+    }
+}
+
+#[tokio::test]
+async fn the_adjust_script_gives_back_and_charges_as_quota_adjust_does() {
+    let Some(redis) =
+        shared_limits("the_adjust_script_gives_back_and_charges_as_quota_adjust_does").await
+    else {
+        return;
+    };
+    let quota = Quota::per_minute(1000); // one cell every 60 ms
+    let bucket = redis.bucket(&hash(2), RateKind::Tokens, quota);
+    let (mut tat, _) = quota.take(0, 0, 500).unwrap();
+    bucket.take_at(500, Some(0)).await.unwrap().unwrap();
+    for (now_ms, delta) in [(0, -300), (10, 900), (20, -5_000), (30, 0), (5_000, -10)] {
+        let now = u128::from(now_ms * MS) * 1000;
+        tat = quota.adjust(tat, now, delta);
+        let got = bucket.adjust_at(delta, Some(now_ms * MS)).await.unwrap();
+        assert_eq!(got, quota.status(tat, now), "at {now_ms} ms, delta {delta}");
+    }
+}
+
+#[tokio::test]
+async fn a_bucket_on_redis_time_refuses_past_the_limit_and_expires_when_full_again() {
+    let Some(redis) =
+        shared_limits("a_bucket_on_redis_time_refuses_past_the_limit_and_expires_when_full_again")
+            .await
+    else {
+        return;
+    };
+    let bucket = redis.bucket(&hash(3), RateKind::Requests, Quota::per_minute(3));
+    for remaining in [2, 1, 0] {
+        let status = bucket.take(1).await.unwrap().unwrap();
+        assert_eq!(status.remaining, remaining);
+    }
+    let refused = bucket.take(1).await.unwrap().unwrap_err();
+    // One request comes back every 20 s.
+    let wait = refused.retry_after.unwrap();
+    assert!(
+        wait > Duration::from_secs(19) && wait <= Duration::from_secs(20),
+        "{wait:?}"
+    );
+    let mut conn = redis.connection().unwrap().conn;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&bucket.key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Full again after 60 s, and gone then.
+    assert!((59_000..=60_001).contains(&ttl), "{ttl}");
+    assert!(bucket.key.ends_with(&"03".repeat(16)), "{}", bucket.key);
+    assert!(!bucket.key.contains(&"03".repeat(17)), "{}", bucket.key);
+}
+
+#[tokio::test]
+async fn buckets_of_other_keys_kinds_or_prefixes_are_apart() {
+    let Some(redis) = shared_limits("buckets_of_other_keys_kinds_or_prefixes_are_apart").await
+    else {
+        return;
+    };
+    let Some(elsewhere) = shared_limits("buckets_of_other_keys_kinds_or_prefixes_are_apart").await
+    else {
+        return;
+    };
+    let quota = Quota::per_minute(1);
+    let first = redis.bucket(&hash(4), RateKind::Requests, quota);
+    assert!(first.take(1).await.unwrap().is_ok());
+    assert!(first.take(1).await.unwrap().is_err());
+    for bucket in [
+        redis.bucket(&hash(5), RateKind::Requests, quota),
+        redis.bucket(&hash(4), RateKind::Tokens, quota),
+        elsewhere.bucket(&hash(4), RateKind::Requests, quota),
+    ] {
+        assert!(bucket.take(1).await.unwrap().is_ok(), "{}", bucket.key);
+    }
+}
+
+#[tokio::test]
+async fn a_failure_on_a_replaced_connection_leaves_its_successor_up() {
+    let Some(redis) =
+        shared_limits("a_failure_on_a_replaced_connection_leaves_its_successor_up").await
+    else {
+        return;
+    };
+    let first = redis.connection().unwrap().number;
+    redis.went_away(first, &"test");
+    assert!(!redis.is_up());
+    assert!(redis.connection().is_none());
+    redis.probe().await;
+    let second = redis.connection().unwrap().number;
+    assert_ne!(first, second);
+    // A check that was in flight on the first connection fails late.
+    redis.went_away(first, &"late");
+    assert!(redis.is_up());
+    let bucket = redis.bucket(&hash(7), RateKind::Requests, Quota::per_minute(1));
+    assert!(bucket.take(1).await.unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn without_redis_checks_are_left_to_the_replica_at_once() {
+    // Nothing listens on port 1.
+    let limits = SharedLimits::connect(
+        &SecretString::from("redis://127.0.0.1:1".to_owned()),
+        "pasarela-test",
+        // Long, so that a check that waited for Redis would show.
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    assert!(!limits.is_up());
+    let bucket = limits.bucket(&hash(6), RateKind::Requests, Quota::per_minute(1));
+    let started = std::time::Instant::now();
+    assert!(bucket.take(1).await.is_none());
+    assert!(bucket.adjust(-1).await.is_none());
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(!format!("{limits:?}").contains("redis://"));
+}
+
+#[test]
+fn an_unusable_url_is_refused_without_echoing_it() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt
+        .block_on(SharedLimits::connect(
+            &SecretString::from("redis://:hunter2@".to_owned()),
+            "p",
+            Duration::from_millis(100),
+        ))
+        .unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
