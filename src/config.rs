@@ -120,6 +120,8 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// A tracing filter such as `info` or `pasarela=debug`; `PASARELA_LOG` overrides it.
     pub log_level: String,
+    /// Span export over OTLP; off unless an endpoint is set here or in `OTEL_EXPORTER_OTLP_*`.
+    pub otlp: OtlpConfig,
 }
 
 impl Default for TelemetryConfig {
@@ -127,6 +129,63 @@ impl Default for TelemetryConfig {
         TelemetryConfig {
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            otlp: OtlpConfig::default(),
+        }
+    }
+}
+
+/// Where and how request spans are exported. Each key left unset falls back to the standard
+/// `OTEL_*` variable (see README.md, "Tracing").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// The collector's base URL, e.g. `http://collector:4317` (gRPC) or `http://collector:4318`
+    /// (HTTP, which gets `/v1/traces` appended unless the path already ends with it).
+    pub endpoint: Option<String>,
+    pub protocol: Option<OtlpProtocol>,
+    /// Extra request headers (not secrets: those belong in `OTEL_EXPORTER_OTLP_HEADERS`).
+    pub headers: BTreeMap<String, String>,
+    /// `service.name` of the exported resource; `OTEL_SERVICE_NAME`, then `pasarela`.
+    pub service_name: Option<String>,
+    /// Fraction of traces started here that are kept (0.0–1.0); a client's sampled flag
+    /// in `traceparent` decides for traces it started.
+    pub sample_ratio: f64,
+    /// Records prompt and completion text on spans (`gen_ai.input.messages`,
+    /// `gen_ai.output.messages`). Off: they may hold personal data.
+    pub record_content: bool,
+    /// How long one export may take before it is given up.
+    pub timeout_ms: Option<u64>,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig {
+            endpoint: None,
+            protocol: None,
+            headers: BTreeMap::new(),
+            service_name: None,
+            sample_ratio: 1.0,
+            record_content: false,
+            timeout_ms: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+impl OtlpProtocol {
+    /// The names `OTEL_EXPORTER_OTLP_PROTOCOL` uses.
+    pub fn parse(s: &str) -> Option<OtlpProtocol> {
+        match s.trim() {
+            "grpc" => Some(OtlpProtocol::Grpc),
+            "http/protobuf" => Some(OtlpProtocol::HttpProtobuf),
+            _ => None,
         }
     }
 }
@@ -373,6 +432,14 @@ pub enum ProviderConfig {
 }
 
 impl ProviderConfig {
+    /// The `kind` key's value, which is also the provider's `gen_ai.provider.name`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderConfig::Openai(_) => "openai",
+            ProviderConfig::Anthropic(_) => "anthropic",
+        }
+    }
+
     pub fn timeouts(&self) -> &Timeouts {
         match self {
             ProviderConfig::Openai(c) => &c.timeouts,
@@ -577,6 +644,7 @@ impl Config {
                 return Err(self.invalid(key, "max_batch and queue_capacity must be at least 1"));
             }
         }
+        self.validate_otlp()?;
         if self.limits.per_ip_rpm == Some(0) {
             return Err(self.invalid(
                 "limits.per_ip_rpm",
@@ -700,6 +768,32 @@ impl Config {
                 return Err(self.invalid(
                     format!("routes.{name}.retry.initial_backoff_ms"),
                     "must not exceed max_backoff_ms",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_otlp(&self) -> Result<(), ConfigError> {
+        let otlp = &self.telemetry.otlp;
+        if let Some(endpoint) = &otlp.endpoint
+            && let Err(reason) = check_otlp_endpoint(endpoint)
+        {
+            return Err(self.invalid("telemetry.otlp.endpoint", reason));
+        }
+        if !(0.0..=1.0).contains(&otlp.sample_ratio) {
+            return Err(self.invalid("telemetry.otlp.sample_ratio", "must be between 0.0 and 1.0"));
+        }
+        if otlp.timeout_ms == Some(0) {
+            return Err(self.invalid("telemetry.otlp.timeout_ms", "must be greater than 0"));
+        }
+        for (name, value) in &otlp.headers {
+            let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                && reqwest::header::HeaderValue::from_str(value).is_ok();
+            if !valid {
+                return Err(self.invalid(
+                    format!("telemetry.otlp.headers.{name}"),
+                    "not a valid HTTP header name and value",
                 ));
             }
         }
@@ -869,6 +963,15 @@ impl Config {
 }
 
 /// The engines `store` speaks. The reason never repeats the URL: it may hold a password.
+/// An OTLP endpoint is an absolute `http` or `https` URL.
+pub fn check_otlp_endpoint(endpoint: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(endpoint).map_err(|e| format!("`{endpoint}`: {e}"))?;
+    match url.scheme() {
+        "http" | "https" if url.host_str().is_some() => Ok(()),
+        _ => Err(format!("`{endpoint}`: expected an http:// or https:// URL")),
+    }
+}
+
 fn check_database_url(url: &str) -> Result<(), String> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "sqlite" | "postgres" | "postgresql") => Ok(()),
@@ -949,6 +1052,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("listen"), "{msg}");
+    }
+
+    #[test]
+    fn otlp_is_off_by_default_and_its_bad_settings_name_their_key() {
+        let c = Config::embedded().unwrap();
+        assert!(c.telemetry.otlp.endpoint.is_none());
+        let ok = "[telemetry.otlp]\nendpoint = \"http://127.0.0.1:4317\"\nprotocol = \"grpc\"\n";
+        let c = Config::parse(ok, "x.toml").unwrap();
+        assert_eq!(c.telemetry.otlp.protocol, Some(OtlpProtocol::Grpc));
+        for (toml, key) in [
+            ("endpoint = \"collector:4317\"", "telemetry.otlp.endpoint"),
+            ("endpoint = \"ftp://collector\"", "telemetry.otlp.endpoint"),
+            ("protocol = \"http/json\"", "protocol"),
+            ("sample_ratio = 1.5", "telemetry.otlp.sample_ratio"),
+            (
+                "headers = { \"bad header\" = \"x\" }",
+                "telemetry.otlp.headers.bad header",
+            ),
+        ] {
+            let msg = Config::parse(&format!("[telemetry.otlp]\n{toml}\n"), "x.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains(key), "{toml}: {msg}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use super::ConfigSource;
 use crate::gateway::Gateway;
+use crate::telemetry::OtlpSettings;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ConfigCommand {
@@ -19,12 +20,16 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<()> {
             let config = source.load()?;
             config.auth_env_keys()?;
             let gateway = Gateway::from_config(&config)?;
+            // The OTEL_* variables are checked too: a bad one would stop `serve`.
+            let otlp =
+                OtlpSettings::resolve(&config.telemetry.otlp, &|name| std::env::var(name).ok())?;
             println!(
-                "{}: ok ({} providers, {} routes, {} local models)",
+                "{}: ok ({} providers, {} routes, {} local models; span export {})",
                 config.origin,
                 config.providers.len(),
                 gateway.models().len(),
-                config.models.len()
+                config.models.len(),
+                otlp.map_or_else(|| "off".to_owned(), |s| format!("to {}", s.endpoint)),
             );
         }
     }

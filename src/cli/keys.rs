@@ -50,6 +50,10 @@ pub struct CreateArgs {
     /// `day`, `week` or `month`.
     #[arg(long, requires = "budget", value_parser = ["day", "week", "month"])]
     budget_period: Option<String>,
+    /// Record the prompt and completion text of this key's requests on trace spans (when
+    /// OTLP export is on).
+    #[arg(long)]
+    record_content: bool,
     #[command(flatten)]
     source: ConfigSource,
 }
@@ -143,6 +147,7 @@ async fn create(store: &Store, args: CreateArgs, out: &mut impl Write) -> anyhow
             tpm: args.tpm,
             max_concurrent: args.max_concurrent,
             budget,
+            record_content: args.record_content,
         },
     )
     .await?;
@@ -217,6 +222,9 @@ fn describe(key: &VirtualKey) -> String {
             usd(b.micro_usd),
             b.period.as_str()
         ));
+    }
+    if key.record_content {
+        parts.push("record_content".to_owned());
     }
     parts.push(match key.revoked_at {
         Some(at) => format!("revoked {}", at.format("%Y-%m-%d %H:%M UTC")),

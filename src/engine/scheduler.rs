@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
+use std::time::SystemTime;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
@@ -76,6 +77,11 @@ impl FinishReason {
 
 #[derive(Debug, PartialEq)]
 pub enum GenEvent {
+    /// The sequence left the queue and joined the batch (the request's traces time its
+    /// queue wait and prefill from these phase events).
+    Admitted(SystemTime),
+    /// The whole prompt has been fed; decoding starts.
+    Prefilled(SystemTime),
     /// New text, never splitting a character.
     Text(String),
     Done {
@@ -318,6 +324,7 @@ impl<M: DecoderModel> Worker<M> {
                 }
                 seq.pending = Vec::new();
                 seq.fed = 0;
+                let _ = seq.events.send(GenEvent::Prefilled(SystemTime::now()));
             }
             *done = self.advance(seq, &mut l);
         }
@@ -332,6 +339,7 @@ impl<M: DecoderModel> Worker<M> {
             return None;
         }
         let Job { generation, events } = job;
+        let _ = events.send(GenEvent::Admitted(SystemTime::now()));
         metrics::counter!(names::ENGINE_TOKENS, "model" => self.name.clone(), "kind" => "prompt")
             .increment(generation.prompt.len() as u64);
         let mut seq = Sequence {

@@ -13,11 +13,15 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 
-use crate::openai::chat::{ChatCompletion, ChatCompletionChunk, StreamOptions, Usage};
-use crate::openai::completions::Completion;
+use crate::openai::chat::{
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Role, StreamOptions, Usage,
+};
+use crate::openai::completions::{Completion, CompletionRequest, Prompt};
 use crate::openai::embeddings::EmbeddingResponse;
 use crate::providers::{ChatStream, CompletionStream, ProviderError};
-use crate::telemetry::{Capture, Captured, Ending, Exchange, TokenCounts};
+use crate::telemetry::{
+    Capture, Captured, Content, Ending, Exchange, RequestParams, TokenCounts, gen_ai,
+};
 
 /// `stream_options` that ask for usage, keeping whatever else the client set.
 pub(super) fn with_usage(options: Option<StreamOptions>) -> Option<StreamOptions> {
@@ -33,6 +37,69 @@ fn counts(usage: &Usage) -> TokenCounts {
     }
 }
 
+/// What a chat request tells: the model asked for, whether it streams, its sampling
+/// parameters, and its messages when the request's content is recorded.
+pub(super) fn chat_request(exchange: &Exchange, req: &ChatCompletionRequest) {
+    let content = exchange.records_content().then(|| Content {
+        input: gen_ai::input_messages(req.messages.iter().map(|m| {
+            (
+                role_name(m.role),
+                m.content.as_ref().map(|c| c.text()).unwrap_or_default(),
+            )
+        })),
+        output: String::new(),
+    });
+    exchange.update(|r| {
+        r.model = Some(req.model.clone());
+        r.stream = req.is_stream();
+        r.params = RequestParams {
+            temperature: req.temperature,
+            max_tokens: req.max_output_tokens().map(u64::from),
+            top_p: req.top_p,
+        };
+        r.content = content;
+    });
+}
+
+/// The same for a legacy completion; its prompts count as user messages.
+pub(super) fn completion_request(exchange: &Exchange, req: &CompletionRequest) {
+    let content = exchange.records_content().then(|| Content {
+        input: gen_ai::input_messages(prompt_texts(&req.prompt).map(|t| ("user", t))),
+        output: String::new(),
+    });
+    exchange.update(|r| {
+        r.model = Some(req.model.clone());
+        r.stream = req.is_stream();
+        r.params = RequestParams {
+            temperature: req.temperature,
+            max_tokens: req.max_tokens.map(u64::from),
+            top_p: req.top_p,
+        };
+        r.content = content;
+    });
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::System => "system",
+        Role::Developer => "developer",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+        Role::Function => "function",
+    }
+}
+
+/// The text prompts of a legacy completion (token prompts have no text to record).
+fn prompt_texts(prompt: &Prompt) -> impl Iterator<Item = String> + '_ {
+    let texts: &[String] = match prompt {
+        Prompt::Text(t) => std::slice::from_ref(t),
+        Prompt::Texts(v) => v,
+        Prompt::Tokens(_) | Prompt::TokenLists(_) => &[],
+    };
+    texts.iter().cloned()
+}
+
 /// Keeps a complete reply for the request log, when its bodies were sampled.
 fn keep<T: serde::Serialize>(exchange: &Exchange, reply: &T) {
     if exchange.captures_bodies()
@@ -44,25 +111,51 @@ fn keep<T: serde::Serialize>(exchange: &Exchange, reply: &T) {
 
 pub(super) fn chat(exchange: &Exchange, reply: &ChatCompletion) {
     let reasons = reply.choices.iter().map(|c| c.finish_reason.as_ref());
-    complete(exchange, reply, &reply.model, reply.usage.as_ref(), reasons);
+    let text = || {
+        reply
+            .choices
+            .iter()
+            .filter_map(|ch| ch.message.content.as_deref())
+            .collect()
+    };
+    complete(
+        exchange,
+        reply,
+        &reply.model,
+        reply.usage.as_ref(),
+        reasons,
+        text,
+    );
 }
 
 pub(super) fn completion(exchange: &Exchange, reply: &Completion) {
     let reasons = reply.choices.iter().map(|c| c.finish_reason.as_ref());
-    complete(exchange, reply, &reply.model, reply.usage.as_ref(), reasons);
+    let text = || reply.choices.iter().map(|ch| ch.text.as_str()).collect();
+    complete(
+        exchange,
+        reply,
+        &reply.model,
+        reply.usage.as_ref(),
+        reasons,
+        text,
+    );
 }
 
-/// Records a whole (not streamed) generation.
+/// Records a whole (not streamed) generation; its text only for spans that record content.
 fn complete<'a>(
     exchange: &Exchange,
     reply: &impl serde::Serialize,
     model: &str,
     usage: Option<&Usage>,
     finish_reasons: impl Iterator<Item = Option<&'a String>>,
+    output_text: impl FnOnce() -> String,
 ) {
     keep(exchange, reply);
     let reasons: Vec<String> = finish_reasons.flatten().cloned().collect();
     exchange.update(|r| {
+        if let Some(c) = &mut r.content {
+            c.output = output_text();
+        }
         r.response_model = Some(model.to_owned());
         r.usage = usage.map(counts);
         r.finish_reasons = reasons;
@@ -83,6 +176,8 @@ pub(super) fn embeddings(exchange: &Exchange, reply: &EmbeddingResponse) {
 trait StreamItem {
     fn model(&self) -> &str;
     fn has_content(&self) -> bool;
+    /// The generated text in this item, appended to `out`.
+    fn text(&self, out: &mut String);
     fn finish_reasons(&self) -> impl Iterator<Item = &str>;
     /// Removes the item's usage, returning it; true when nothing else is left in it.
     fn take_usage(&mut self) -> (Option<Usage>, bool);
@@ -94,6 +189,13 @@ trait StreamItem {
 impl StreamItem for ChatCompletionChunk {
     fn model(&self) -> &str {
         &self.model
+    }
+    fn text(&self, out: &mut String) {
+        out.extend(
+            self.choices
+                .iter()
+                .filter_map(|c| c.delta.content.as_deref()),
+        );
     }
     fn has_content(&self) -> bool {
         self.choices.iter().any(|c| {
@@ -119,6 +221,9 @@ impl StreamItem for ChatCompletionChunk {
 impl StreamItem for Completion {
     fn model(&self) -> &str {
         &self.model
+    }
+    fn text(&self, out: &mut String) {
+        out.extend(self.choices.iter().map(|c| c.text.as_str()));
     }
     fn has_content(&self) -> bool {
         self.choices.iter().any(|c| !c.text.is_empty())
@@ -195,6 +300,9 @@ fn note_chunk<T: StreamItem>(exchange: &Exchange, chunk: &mut T, client_wants_us
     let usage = chunk.usage().map(counts);
     let model = chunk.model();
     exchange.update(|r| {
+        if let Some(c) = &mut r.content {
+            chunk.text(&mut c.output);
+        }
         if r.response_model.is_none() && !model.is_empty() {
             r.response_model = Some(model.to_owned());
         }

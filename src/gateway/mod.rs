@@ -30,7 +30,8 @@ use crate::openai::embeddings::{EmbeddingRequest, EmbeddingResponse};
 use crate::openai::models::Model;
 use crate::providers::local::{LocalChat, LocalEmbedding};
 use crate::providers::{self, ChatStream, CompletionStream, Provider, ProviderError};
-use crate::telemetry::{Exchange, UpstreamClock, names};
+use crate::telemetry::{Exchange, UpstreamCall, UpstreamSpan, names};
+use opentelemetry::context::FutureExt as _;
 
 /// A response or a stream of chunks, as the client asked.
 pub enum Reply<T, S> {
@@ -101,6 +102,7 @@ impl Gateway {
                 deployments.push(Deployment {
                     label: format!("{}/{}", dc.provider, dc.model),
                     provider,
+                    kind: pc.kind(),
                     model: dc.model.clone(),
                     weight: dc.weight,
                 });
@@ -140,6 +142,7 @@ impl Gateway {
                     deployments: vec![Deployment {
                         label: format!("local/{name}"),
                         provider,
+                        kind: crate::telemetry::gen_ai::LOCAL_PROVIDER,
                         model: name.clone(),
                         weight: 1,
                     }],
@@ -173,10 +176,7 @@ impl Gateway {
         validate::chat(&req)?;
         let model = req.model.clone();
         let stream = req.is_stream();
-        exchange.update(|r| {
-            r.model = Some(model.clone());
-            r.stream = stream;
-        });
+        accounting::chat_request(exchange, &req);
         if stream {
             let client_wants_usage = req.include_usage();
             req.stream_options = accounting::with_usage(req.stream_options.take());
@@ -219,10 +219,7 @@ impl Gateway {
         validate::completion(&req)?;
         let model = req.model.clone();
         let stream = req.is_stream();
-        exchange.update(|r| {
-            r.model = Some(model.clone());
-            r.stream = stream;
-        });
+        accounting::completion_request(exchange, &req);
         if stream {
             let client_wants_usage = req
                 .stream_options
@@ -300,9 +297,12 @@ impl Gateway {
             std::iter::once(route).chain(route.fallbacks.iter().filter_map(|f| self.routes.get(f)));
         let mut last = None;
         for route in chain {
-            match self.try_route(route, exchange.clock(), &call).await {
-                Ok(served) => {
-                    exchange.update(|r| r.deployment = Some(served.deployment.clone()));
+            match self.try_route(route, exchange, &call).await {
+                Ok((served, kind)) => {
+                    exchange.update(|r| {
+                        r.deployment = Some(served.deployment.clone());
+                        r.provider = Some(kind);
+                    });
                     return Ok(served);
                 }
                 Err(e) if e.should_fall_back() => {
@@ -322,13 +322,14 @@ impl Gateway {
     async fn try_route<T, F, Fut>(
         &self,
         route: &Route,
-        clock: &UpstreamClock,
+        exchange: &Exchange,
         call: &F,
-    ) -> Result<Served<T>, ProviderError>
+    ) -> Result<(Served<T>, &'static str), ProviderError>
     where
         F: Fn(Arc<dyn Provider>, String) -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
+        let clock = exchange.clock();
         let mut tried = Vec::new();
         let mut attempt = 0;
         loop {
@@ -336,7 +337,20 @@ impl Gateway {
             let Some(d) = route.deployments.get(index) else {
                 return Err(ProviderError::Connect("route has no deployments".into()));
             };
-            let result = clock.time(call(d.provider.clone(), d.model.clone())).await;
+            let span = exchange.trace().map(|t| {
+                t.upstream(&UpstreamCall {
+                    provider: d.kind,
+                    deployment: &d.label,
+                    model: &d.model,
+                    attempt,
+                })
+            });
+            let attempt_call = call(d.provider.clone(), d.model.clone());
+            // The attempt's span is current while it runs: providers send it on upstream.
+            let result = match span.as_ref().and_then(UpstreamSpan::context) {
+                Some(cx) => clock.time(attempt_call.with_context(cx.clone())).await,
+                None => clock.time(attempt_call).await,
+            };
             let outcome = match &result {
                 Ok(_) => "ok",
                 Err(e) if e.is_retryable() => "retryable_error",
@@ -347,13 +361,20 @@ impl Gateway {
             .increment(1);
             let err = match result {
                 Ok(value) => {
-                    return Ok(Served {
+                    if let Some(span) = span {
+                        span.succeeded(exchange, exchange.snapshot().stream);
+                    }
+                    let served = Served {
                         value,
                         deployment: d.label.clone(),
-                    });
+                    };
+                    return Ok((served, d.kind));
                 }
                 Err(e) => e,
             };
+            if let Some(span) = span {
+                span.failed(&err.error_type(), err.to_string());
+            }
             if !err.is_retryable() || attempt >= route.retry.max_retries {
                 return Err(err);
             }

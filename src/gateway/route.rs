@@ -14,6 +14,8 @@ pub struct Deployment {
     /// `provider/model`, for logs, metrics and the `x-pasarela-deployment` header.
     pub label: String,
     pub provider: Arc<dyn Provider>,
+    /// The upstream's kind as `gen_ai.provider.name`: `openai`, `anthropic`, `pasarela.local`.
+    pub kind: &'static str,
     /// The model name the upstream knows.
     pub model: String,
     pub weight: u32,

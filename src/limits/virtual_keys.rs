@@ -79,6 +79,8 @@ pub struct KeySpec {
     pub tpm: Option<u32>,
     pub max_concurrent: Option<u32>,
     pub budget: Option<Budget>,
+    /// Record the prompt and completion text of this key's requests on their spans.
+    pub record_content: bool,
 }
 
 /// A key just made: the only time its secret exists outside the caller's hands.
@@ -117,6 +119,7 @@ pub async fn create_key(store: &Store, spec: KeySpec) -> Result<CreatedKey, Keys
         tpm: spec.tpm,
         max_concurrent: spec.max_concurrent,
         budget: spec.budget,
+        record_content: spec.record_content,
     };
     let record = store.keys().create(&new).await?;
     Ok(CreatedKey {
@@ -204,6 +207,8 @@ pub struct KeyPolicy {
     pub allowed_models: Vec<String>,
     pub max_concurrent: Option<u32>,
     pub budget: Option<Budget>,
+    /// Record the prompt and completion text of this key's requests on their spans.
+    pub record_content: bool,
     rate: Option<Limiter>,
     /// Tokens per minute: reserved before a call, settled on its usage.
     tokens: Option<LocalBucket>,
@@ -228,6 +233,7 @@ impl KeyPolicy {
             allowed_models: key.allowed_models.clone(),
             max_concurrent: key.max_concurrent,
             budget: key.budget,
+            record_content: key.record_content,
             tokens: key
                 .tpm
                 .map(|tpm| LocalBucket::new(gcra::Quota::per_minute(u64::from(tpm)))),
@@ -524,6 +530,7 @@ mod tests {
                 tpm: None,
                 max_concurrent: Some(1),
                 budget: None,
+                record_content: false,
                 created_at: chrono::Utc::now(),
                 revoked_at: None,
             },

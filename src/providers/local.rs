@@ -26,6 +26,7 @@ use crate::openai::embeddings::{
     EmbeddingVector, EncodingFormat,
 };
 use crate::openai::{Extra, unix_now};
+use crate::telemetry::EngineSpans;
 
 impl From<EngineError> for ProviderError {
     fn from(e: EngineError) -> Self {
@@ -198,10 +199,31 @@ struct Collected {
     usage: Usage,
 }
 
-async fn collect(mut rx: UnboundedReceiver<GenEvent>) -> Result<Collected, ProviderError> {
+/// Feeds the engine's phase reports and its end to the request's spans, if it is traced.
+fn note_phase(spans: &mut Option<EngineSpans>, event: &GenEvent) {
+    let Some(spans) = spans else { return };
+    match event {
+        GenEvent::Admitted(at) => spans.admitted(*at),
+        GenEvent::Prefilled(at) => spans.prefilled(*at),
+        GenEvent::Done {
+            prompt_tokens,
+            completion_tokens,
+            ..
+        } => spans.done(*prompt_tokens, *completion_tokens),
+        GenEvent::Failed(e) => spans.failed(e),
+        GenEvent::Text(_) => {}
+    }
+}
+
+async fn collect(
+    mut rx: UnboundedReceiver<GenEvent>,
+    mut spans: Option<EngineSpans>,
+) -> Result<Collected, ProviderError> {
     let mut text = String::new();
     while let Some(event) = rx.recv().await {
+        note_phase(&mut spans, &event);
         match event {
+            GenEvent::Admitted(_) | GenEvent::Prefilled(_) => {}
             GenEvent::Text(t) => text.push_str(&t),
             GenEvent::Done {
                 finish,
@@ -228,6 +250,8 @@ type EndFn<T> = Arc<dyn Fn(&'static str, Usage) -> Vec<T> + Send + Sync>;
 struct EventState<T> {
     rx: Option<UnboundedReceiver<GenEvent>>,
     pending: std::collections::VecDeque<T>,
+    /// Dropped with the stream, which ends the engine's spans.
+    spans: Option<EngineSpans>,
 }
 
 /// Turns generation events into a stream of `T`s: `first` if any, `text(piece)` for each piece,
@@ -235,6 +259,7 @@ struct EventState<T> {
 /// stream with an error, never cleanly.
 fn event_stream<T: Send + 'static>(
     rx: UnboundedReceiver<GenEvent>,
+    spans: Option<EngineSpans>,
     first: Option<T>,
     text: TextFn<T>,
     end: EndFn<T>,
@@ -242,6 +267,7 @@ fn event_stream<T: Send + 'static>(
     let state = EventState {
         rx: Some(rx),
         pending: first.into_iter().collect(),
+        spans,
     };
     futures::stream::unfold(state, move |mut st| {
         let (text, end) = (text.clone(), end.clone());
@@ -251,7 +277,12 @@ fn event_stream<T: Send + 'static>(
                     return Some((Ok(item), st));
                 }
                 let rx = st.rx.as_mut()?;
-                match rx.recv().await {
+                let event = rx.recv().await;
+                if let Some(e) = &event {
+                    note_phase(&mut st.spans, e);
+                }
+                match event {
+                    Some(GenEvent::Admitted(_) | GenEvent::Prefilled(_)) => {}
                     Some(GenEvent::Text(t)) => st.pending.push_back(text(t)),
                     Some(GenEvent::Done {
                         finish,
@@ -284,7 +315,8 @@ fn event_stream<T: Send + 'static>(
 impl Provider for LocalChat {
     async fn chat(&self, req: ChatCompletionRequest) -> Result<ChatCompletion, ProviderError> {
         let generation = self.chat_generation(&req)?;
-        let done = collect(self.model.generate(generation)?).await?;
+        let spans = EngineSpans::current();
+        let done = collect(self.model.generate(generation)?, spans).await?;
         Ok(ChatCompletion {
             id: completion_id("chatcmpl"),
             object: "chat.completion".into(),
@@ -311,6 +343,7 @@ impl Provider for LocalChat {
     async fn chat_stream(&self, req: ChatCompletionRequest) -> Result<ChatStream, ProviderError> {
         let generation = self.chat_generation(&req)?;
         let include_usage = req.include_usage();
+        let spans = EngineSpans::current();
         let rx = self.model.generate(generation)?;
         let (id, created, model) = (
             completion_id("chatcmpl"),
@@ -353,6 +386,7 @@ impl Provider for LocalChat {
         let text_chunk = chunk.clone();
         Ok(event_stream(
             rx,
+            spans,
             Some(first),
             Arc::new(move |t| {
                 text_chunk(
@@ -377,7 +411,8 @@ impl Provider for LocalChat {
 
     async fn completions(&self, req: CompletionRequest) -> Result<Completion, ProviderError> {
         let generation = self.completion_generation(&req)?;
-        let done = collect(self.model.generate(generation)?).await?;
+        let spans = EngineSpans::current();
+        let done = collect(self.model.generate(generation)?, spans).await?;
         Ok(Completion {
             id: completion_id("cmpl"),
             object: "text_completion".into(),
@@ -406,6 +441,7 @@ impl Provider for LocalChat {
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
+        let spans = EngineSpans::current();
         let rx = self.model.generate(generation)?;
         let (id, created, model) = (completion_id("cmpl"), unix_now(), self.name().to_owned());
         let piece = move |text: String,
@@ -434,6 +470,7 @@ impl Provider for LocalChat {
         let text_piece = piece.clone();
         Ok(event_stream(
             rx,
+            spans,
             None,
             Arc::new(move |t| text_piece(t, None, None, true)),
             Arc::new(move |finish, usage| {

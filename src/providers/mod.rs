@@ -98,6 +98,20 @@ impl ProviderError {
             )
     }
 
+    /// A short, low-cardinality name for the failure (`error.type` on spans): the status code
+    /// for an upstream's HTTP error, else the kind of failure.
+    pub fn error_type(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            ProviderError::Status { status, .. } => status.to_string().into(),
+            ProviderError::Connect(_) => "connect_error".into(),
+            ProviderError::Timeout => "timeout".into(),
+            ProviderError::Protocol(_) => "protocol_error".into(),
+            ProviderError::StreamBroken(_) => "stream_broken".into(),
+            ProviderError::Unsupported(_) => "unsupported".into(),
+            ProviderError::Internal(_) => "internal_error".into(),
+        }
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             ProviderError::Status { retry_after, .. } => *retry_after,

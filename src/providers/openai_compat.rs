@@ -58,6 +58,7 @@ impl OpenAiCompat {
             .client
             .post(url.clone())
             .timeout(self.timeout)
+            .headers(crate::telemetry::propagation_headers())
             .json(body);
         if let Some(key) = &self.api_key {
             req = req.bearer_auth(key.expose_secret());

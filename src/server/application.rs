@@ -18,8 +18,8 @@ use crate::gateway::Gateway;
 use crate::limits::{Accounting, ApiKeyHash, ApiKeys, PerIp, Prices, SharedLimits, VirtualKeys};
 use crate::prompts::Registry;
 use crate::store::Store;
-use crate::telemetry::Metrics;
 use crate::telemetry::request_log::{LogWriter, RequestLog};
+use crate::telemetry::{Metrics, Tracing};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -51,6 +51,7 @@ pub struct Application {
     ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
     grace: Duration,
+    tracing: Tracing,
     log_writer: Option<LogWriter>,
 }
 
@@ -115,6 +116,8 @@ impl Application {
             models: config.engine.models_dir.clone(),
             hf_cache: config.engine.hf_cache_dir.clone(),
         };
+        // Before the models: a bad tracing setting should fail at once, not after a load.
+        let tracing = Tracing::start(&config.telemetry.otlp, &config.origin)?;
         let local = LocalModels::load(&config, &dirs).await?;
         let gateway = Gateway::new(&config, &local)?;
 
@@ -156,6 +159,7 @@ impl Application {
             ready: ready.clone(),
             metrics,
             request_log,
+            tracing: tracing.clone(),
         };
         Ok(Application {
             listener,
@@ -165,6 +169,7 @@ impl Application {
             shutdown,
             grace: Duration::from_secs(config.server.shutdown_grace_secs),
             log_writer,
+            tracing,
         })
     }
 
@@ -205,6 +210,8 @@ impl Application {
                 Ok(())
             }
         };
+        // The spans of the last requests, drained above, leave before the process does.
+        self.tracing.shutdown().await;
         // Requests are over: what they logged is written before the process ends.
         if let Some(writer) = self.log_writer {
             writer.flush(LOG_FLUSH_LIMIT).await;

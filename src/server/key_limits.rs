@@ -73,6 +73,9 @@ pub async fn enforce(
                 name: policy.name.clone(),
             });
         });
+        if policy.record_content {
+            ex.record_content_for_key();
+        }
     }
     let mut rates = Rates {
         requests: None,

@@ -55,6 +55,10 @@ pub struct CreateKeyRequest {
     pub budget: Option<f64>,
     /// `day`, `week` or `month`; required with `budget`.
     pub budget_period: Option<String>,
+    /// Record the prompt and completion text of this key's requests on their trace spans
+    /// (when OTLP export is on), whatever `telemetry.otlp.record_content` says.
+    #[serde(default)]
+    pub record_content: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -74,6 +78,8 @@ pub struct KeyInfo {
     pub spent: f64,
     /// When the current period began.
     pub period_start: DateTime<Utc>,
+    /// Prompt and completion text of this key's requests are recorded on trace spans.
+    pub record_content: bool,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
@@ -114,6 +120,7 @@ impl From<&VirtualKey> for KeyInfo {
                 k.budget.map_or(BudgetPeriod::Month, |b| b.period),
                 Utc::now(),
             ),
+            record_content: k.record_content,
             created_at: k.created_at,
             revoked_at: k.revoked_at,
         }
@@ -168,6 +175,7 @@ pub async fn create(
             tpm: req.tpm,
             max_concurrent: req.max_concurrent,
             budget,
+            record_content: req.record_content,
         })
         .await?;
     let body = CreatedKeyResponse {

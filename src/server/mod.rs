@@ -22,7 +22,7 @@ use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::{from_fn, from_fn_with_state};
+use axum::middleware::from_fn_with_state;
 use axum::routing::{delete, get, post, put};
 
 pub use application::{Application, StartError};
@@ -38,8 +38,8 @@ pub use openapi::ApiDoc;
 use crate::gateway::Gateway;
 use crate::limits::{ApiKeys, PerIp, VirtualKeys};
 use crate::prompts::Registry;
-use crate::telemetry::Metrics;
 use crate::telemetry::request_log::RequestLog;
+use crate::telemetry::{Metrics, Tracing};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -56,6 +56,8 @@ pub struct AppState {
     /// False once shutdown has begun.
     pub ready: Arc<AtomicBool>,
     pub metrics: Metrics,
+    /// Request spans, when OTLP export is on.
+    pub tracing: Tracing,
     /// Where finished requests are logged; None when `request_log.enabled` is off.
     pub request_log: Option<Arc<RequestLog>>,
 }
@@ -107,7 +109,7 @@ pub fn app(state: AppState, max_body_bytes: usize) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(from_fn(observe::observe))
+        .layer(from_fn_with_state(state.tracing.clone(), observe::observe))
         .with_state(state)
 }
 

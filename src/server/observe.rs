@@ -10,26 +10,27 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, Bytes};
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::Body as _;
 
 use super::error::ErrorDetail;
-use crate::telemetry::{self, Ending, Exchange, names};
+use crate::telemetry::{self, Ending, Exchange, Tracing, names};
 
 pub const OVERHEAD_HEADER: &str = "x-pasarela-overhead-ms";
 /// A request's id: the client's, when it sent a usable one, else one made here. Every
 /// response carries it, and the request log stores it.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-pub async fn observe(mut req: Request, next: Next) -> Response {
+pub async fn observe(State(tracing): State<Tracing>, mut req: Request, next: Next) -> Response {
     let endpoint = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let exchange = Exchange::new(endpoint.clone());
+    let trace = tracing.begin_request(req.method().as_str(), &endpoint, req.headers());
+    let exchange = Exchange::traced(endpoint.clone(), trace);
     let request_id = request_id(&req);
     exchange.update(|r| r.request_id.clone_from(&request_id));
     req.extensions_mut().insert(exchange.clone());
@@ -56,10 +57,14 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     // Counted when the response is over, so that a stream's usage and duration are known.
     exchange.on_finish(telemetry::record_exchange);
     if let Some(ErrorDetail(detail)) = resp.extensions().get::<ErrorDetail>() {
+        // The trace id lets a log line be found in the tracing backend.
+        let trace_id = exchange.trace().map(|t| t.trace_id());
         if status.is_server_error() {
-            tracing::warn!(%endpoint, %request_id, status = status.as_u16(), error = %detail, "request failed");
+            tracing::warn!(%endpoint, %request_id, status = status.as_u16(), error = %detail,
+                trace_id, "request failed");
         } else {
-            tracing::debug!(%endpoint, %request_id, status = status.as_u16(), error = %detail, "request rejected");
+            tracing::debug!(%endpoint, %request_id, status = status.as_u16(), error = %detail,
+                trace_id, "request rejected");
         }
     }
     resp.map(|body| Body::new(Finishing { body, exchange }))

@@ -20,7 +20,7 @@ const CHANGE_SCOPE: &str = "keys";
 macro_rules! columns {
     () => {
         "id, name, key_hash, key_prefix, allowed_models, rpm, tpm, max_concurrent, \
-         budget_micro_usd, budget_period, created_at, revoked_at"
+         budget_micro_usd, budget_period, record_content, created_at, revoked_at"
     };
 }
 
@@ -70,6 +70,8 @@ pub struct NewKey {
     pub tpm: Option<u32>,
     pub max_concurrent: Option<u32>,
     pub budget: Option<Budget>,
+    /// Record the prompt and completion text of this key's requests on their spans.
+    pub record_content: bool,
 }
 
 /// A stored key.
@@ -84,6 +86,7 @@ pub struct VirtualKey {
     pub tpm: Option<u32>,
     pub max_concurrent: Option<u32>,
     pub budget: Option<Budget>,
+    pub record_content: bool,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
 }
@@ -121,8 +124,8 @@ impl Keys {
         }
         let row = sqlx::query(concat!(
             "INSERT INTO virtual_keys (name, key_hash, key_prefix, allowed_models, rpm, tpm,
-             max_concurrent, budget_micro_usd, budget_period, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING ",
+             max_concurrent, budget_micro_usd, budget_period, record_content, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING ",
             columns!()
         ))
         .bind(&new.name)
@@ -134,6 +137,7 @@ impl Keys {
         .bind(new.max_concurrent.map(i64::from))
         .bind(new.budget.map(|b| b.micro_usd))
         .bind(new.budget.map(|b| b.period.as_str()))
+        .bind(i64::from(new.record_content))
         .bind(now_ms())
         .fetch_one(&mut *tx)
         .await?;
@@ -252,6 +256,7 @@ fn virtual_key(row: &AnyRow) -> Result<VirtualKey, StoreError> {
         tpm: limit(row, "tpm")?,
         max_concurrent: limit(row, "max_concurrent")?,
         budget,
+        record_content: row.try_get::<i64, _>("record_content")? != 0,
         created_at: time_from_ms(row.try_get("created_at")?)?,
         revoked_at: revoked_at.map(time_from_ms).transpose()?,
     })

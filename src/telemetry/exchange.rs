@@ -8,11 +8,13 @@
 //! A response is over when its body has been sent to the end, or dropped (the client went
 //! away): for a stream, that is long after the handler returned.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::UpstreamClock;
 use super::capture::Capture;
+use super::request_trace::RequestTrace;
 
 /// Input and output tokens of one request, as the model counted them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -42,6 +44,33 @@ pub struct KeyRef {
     pub name: String,
 }
 
+/// The sampling parameters a generation request set (as the client sent them).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RequestParams {
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u64>,
+    pub top_p: Option<f64>,
+}
+
+/// Prompt and completion text, kept only when content recording is on. Its `Debug` shows
+/// sizes, never the text: records end up in debug logs.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Content {
+    /// The input messages, as `gen_ai.input.messages` JSON.
+    pub input: String,
+    /// The generated text so far.
+    pub output: String,
+}
+
+impl std::fmt::Debug for Content {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Content")
+            .field("input_bytes", &self.input.len())
+            .field("output_bytes", &self.output.len())
+            .finish()
+    }
+}
+
 /// What is known about a request. Fields stay `None` where they do not apply (an embeddings
 /// request has no finish reason) or never became known (a refused request has no deployment).
 #[derive(Debug, Clone, Default)]
@@ -56,6 +85,10 @@ pub struct Record {
     pub model: Option<String>,
     /// `provider/model` of the deployment that answered.
     pub deployment: Option<String>,
+    /// The kind of upstream that answered, as `gen_ai.provider.name` (`openai`, `anthropic`,
+    /// `pasarela.local`).
+    pub provider: Option<&'static str>,
+    pub params: RequestParams,
     /// The model the answer says produced it.
     pub response_model: Option<String>,
     pub stream: bool,
@@ -68,6 +101,8 @@ pub struct Record {
     /// The registry prompt and version a chat request used.
     pub prompt: Option<(String, i64)>,
     pub ending: Ending,
+    /// Set only when the request's trace records content.
+    pub content: Option<Content>,
     /// Why the request failed, for an error response.
     pub error: Option<String>,
     /// The bodies, only when the request log sampled them: nothing is copied otherwise.
@@ -80,15 +115,25 @@ type Hook = Box<dyn FnOnce(&Record) + Send>;
 pub struct Exchange {
     started: Instant,
     clock: UpstreamClock,
+    /// The request's span, when tracing is on; ended with the final record.
+    trace: Option<RequestTrace>,
+    /// The calling key asks for its requests' text on spans.
+    key_records_content: AtomicBool,
     record: Mutex<Record>,
     hooks: Mutex<Option<Vec<Hook>>>,
 }
 
 impl Exchange {
     pub fn new(endpoint: impl Into<String>) -> Arc<Exchange> {
+        Exchange::traced(endpoint, None)
+    }
+
+    pub fn traced(endpoint: impl Into<String>, trace: Option<RequestTrace>) -> Arc<Exchange> {
         Arc::new(Exchange {
             started: Instant::now(),
             clock: UpstreamClock::default(),
+            trace,
+            key_records_content: AtomicBool::new(false),
             record: Mutex::new(Record {
                 endpoint: endpoint.into(),
                 ..Record::default()
@@ -104,6 +149,24 @@ impl Exchange {
 
     pub fn started(&self) -> Instant {
         self.started
+    }
+
+    /// The request's trace, when tracing is on.
+    pub fn trace(&self) -> Option<&RequestTrace> {
+        self.trace.as_ref()
+    }
+
+    /// Whether prompt and completion text should be kept in the record: only for a traced
+    /// request, when recording is on for every request or for the calling key.
+    pub fn records_content(&self) -> bool {
+        self.trace.as_ref().is_some_and(|t| {
+            t.records_content() || self.key_records_content.load(Ordering::Relaxed)
+        })
+    }
+
+    /// The calling key wants its requests' text on spans.
+    pub fn record_content_for_key(&self) {
+        self.key_records_content.store(true, Ordering::Relaxed);
     }
 
     /// Changes the record. A hook that panicked while holding the lock leaves the record
@@ -170,6 +233,9 @@ impl Exchange {
         };
         for hook in hooks {
             hook(&record);
+        }
+        if let Some(trace) = &self.trace {
+            trace.end(&record);
         }
     }
 

@@ -5,12 +5,14 @@
 mod anthropic_upstream;
 mod helpers;
 mod openai_upstream;
+mod otlp_receiver;
 
 mod anthropic;
 mod chat;
 mod errors;
 mod keys;
 mod metrics;
+mod otel;
 mod prompts;
 mod request_log;
 mod routing;

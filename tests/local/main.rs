@@ -10,10 +10,17 @@
     reason = "shared with the gateway tests, which use all of it"
 )]
 mod helpers;
+#[path = "../gateway/otlp_receiver.rs"]
+#[allow(
+    dead_code,
+    reason = "shared with the gateway tests, which use all of it"
+)]
+mod otlp_receiver;
 
 mod chat;
 mod embeddings;
 mod loading;
+mod otel;
 mod prompts;
 
 use std::path::PathBuf;

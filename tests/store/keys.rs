@@ -17,6 +17,7 @@ fn new_key(name: &str, hash: &str) -> NewKey {
             micro_usd: 12_500_000,
             period: BudgetPeriod::Month,
         }),
+        record_content: true,
     }
 }
 
@@ -30,6 +31,7 @@ async fn created_keys_round_trip_and_are_found_by_hash_while_active(db: TestDb) 
         tpm: None,
         max_concurrent: None,
         budget: None,
+        record_content: false,
         ..new_key("b-plain", "sha256:bb")
     };
     keys.create(&plain).await.unwrap();
@@ -38,6 +40,7 @@ async fn created_keys_round_trip_and_are_found_by_hash_while_active(db: TestDb) 
     assert_eq!(created.rpm, Some(60));
     assert_eq!(created.budget.unwrap().period, BudgetPeriod::Month);
     assert_eq!(created.revoked_at, None);
+    assert!(created.record_content);
 
     let found = keys.find_by_hash("sha256:aa").await.unwrap().unwrap();
     assert_eq!(found, created);

@@ -168,9 +168,30 @@ fn collect(mut rx: UnboundedReceiver<GenEvent>) -> (String, GenEvent) {
             .expect("the scheduler ends every sequence with an event")
         {
             GenEvent::Text(t) => text.push_str(&t),
+            GenEvent::Admitted(_) | GenEvent::Prefilled(_) => {}
             other => return (text, other),
         }
     }
+}
+
+/// The next event that is not a phase report (admission, end of prefill).
+fn next_text(rx: &mut UnboundedReceiver<GenEvent>) -> Option<GenEvent> {
+    loop {
+        match rx.blocking_recv() {
+            Some(GenEvent::Admitted(_) | GenEvent::Prefilled(_)) => {}
+            other => return other,
+        }
+    }
+}
+
+#[test]
+fn a_sequence_reports_admission_then_the_end_of_its_prefill_before_any_text() {
+    let model = Arc::new(ScriptModel::new("abc", 1_000, true));
+    let s = start(&model, 2, 2);
+    let mut rx = s.submit(generation(2, &[])).unwrap();
+    assert!(matches!(rx.blocking_recv(), Some(GenEvent::Admitted(_))));
+    assert!(matches!(rx.blocking_recv(), Some(GenEvent::Prefilled(_))));
+    assert!(matches!(rx.blocking_recv(), Some(GenEvent::Text(_))));
 }
 
 fn start(model: &Arc<ScriptModel>, max_batch: usize, queue: usize) -> Scheduler {
@@ -287,7 +308,7 @@ fn a_dropped_receiver_frees_its_sequence() {
     let model = Arc::new(ScriptModel::new(&"w".repeat(100_000), 1_000_000, true));
     let s = start(&model, 2, 2);
     let mut endless = s.submit(generation(usize::MAX, &[])).unwrap();
-    assert!(matches!(endless.blocking_recv(), Some(GenEvent::Text(_))));
+    assert!(matches!(next_text(&mut endless), Some(GenEvent::Text(_))));
     drop(endless);
     model.wait_no_live_caches();
     let (text, _) = collect(s.submit(generation(3, &[])).unwrap());
@@ -302,7 +323,7 @@ fn a_long_prompt_is_fed_in_chunks_while_running_streams_keep_decoding() {
     let s = start(&model, 4, 4);
     let mut running = s.submit(generation(usize::MAX, &[])).unwrap();
     // Once the first stream has produced text it is decoding; then a long prompt arrives.
-    assert!(matches!(running.blocking_recv(), Some(GenEvent::Text(_))));
+    assert!(matches!(next_text(&mut running), Some(GenEvent::Text(_))));
     let prompt_len = 3 * PREFILL_CHUNK + 5;
     let long = s
         .submit(Generation {

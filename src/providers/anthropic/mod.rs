@@ -63,6 +63,7 @@ impl Anthropic {
             .post(format!("{}/v1/messages", self.base_url))
             .timeout(self.timeout)
             .header("anthropic-version", &self.version)
+            .headers(crate::telemetry::propagation_headers())
             .json(body);
         if let Some(key) = &self.api_key {
             req = req.header("x-api-key", key.expose_secret());

@@ -142,6 +142,10 @@ fn entry(pending: Pending, redactor: &Redactor) -> LogEntry {
         ending,
         error,
         capture,
+        // For spans only: the row has its own (sampled, redacted) bodies in `capture`.
+        provider: _,
+        params: _,
+        content: _,
     } = record;
     let (ending, error) = match ending {
         Ending::Complete => (LogEnding::Complete, error),
