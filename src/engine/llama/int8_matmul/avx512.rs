@@ -43,7 +43,10 @@ pub(super) fn tile<const R: usize>(
         _mm512_set_epi32(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2),
     ];
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
-    for (b, (wb, wd)) in w.iter().zip(w_scales).enumerate() {
+    for b in 0..blocks {
+        // SAFETY: `b < blocks`, and every slice indexed holds `blocks` items (checked above);
+        // checked indexing kept a bounds check per load in the loop.
+        let (wb, wd) = unsafe { (w.get_unchecked(b), w_scales.get_unchecked(b)) };
         let (pairs, _) = wb.as_chunks::<{ 2 * BLOCK }>();
         // SAFETY: each pair is 64 readable bytes; the load has no alignment requirement.
         let wv: [__m512i; 2] =
@@ -55,9 +58,16 @@ pub(super) fn tile<const R: usize>(
             _mm512_permutexvar_ps(pick[1], four),
         ];
         for i in 0..R {
-            let a = both_halves(&acts[i].quants[b]);
-            let offset = both_halves(&acts[i].offsets[b]);
-            let da = _mm512_set1_ps(acts[i].scales[b][0]);
+            // SAFETY: as above.
+            let (q, offset, scale) = unsafe {
+                (
+                    acts[i].quants.get_unchecked(b),
+                    acts[i].offsets.get_unchecked(b),
+                    acts[i].scales.get_unchecked(b),
+                )
+            };
+            let (a, offset) = (both_halves(q), both_halves(offset));
+            let da = _mm512_set1_ps(scale[0]);
             for h in 0..2 {
                 let q = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(offset, wv[h], a));
                 acc[i][h] = _mm512_fmadd_ps(_mm512_mul_ps(dw[h], da), q, acc[i][h]);

@@ -282,6 +282,12 @@ impl Activations {
         let mut quants = vec![[0i8; BLOCK]; m * blocks];
         let mut scales = vec![[0f32; 8]; m * blocks];
         let xs = x.as_chunks::<BLOCK>().0;
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: every kernel's ISA includes AVX2 and FMA (`Isa::supported`).
+        unsafe {
+            avx2::quantize(xs, &mut quants, &mut scales)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
         for ((xs, qs), scale) in xs.iter().zip(&mut quants).zip(&mut scales) {
             *scale = [quantize_block(xs, qs); 8];
         }
@@ -328,7 +334,12 @@ struct ActRow<'a> {
     offsets: &'a [[i32; LANES]],
 }
 
-/// Candle's `BlockQ8_0::from_float` for one block: returns the f16-rounded scale.
+/// Candle's `BlockQ8_0::from_float` for one block: returns the f16-rounded scale. The
+/// reference for `avx2::quantize`, and the code elsewhere.
+#[cfg_attr(
+    target_arch = "x86_64",
+    cfg_attr(not(test), expect(dead_code, reason = "x86 uses avx2::quantize"))
+)]
 fn quantize_block(xs: &[f32; BLOCK], qs: &mut [i8; BLOCK]) -> f32 {
     let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
     let d = amax / 127.0;

@@ -139,3 +139,39 @@ fn other_formats_and_devices_are_left_to_candle() {
     let q4 = QTensor::quantize(&t, GgmlDType::Q4_1).unwrap();
     assert!(Int8Matrix::from_qtensor(&q4).unwrap().is_none());
 }
+
+#[test]
+fn vectorised_activation_quantization_equals_candles() {
+    if !Isa::Avx2.supported() {
+        eprintln!("skipping: this CPU lacks AVX2");
+        return;
+    }
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut x = random(&mut rng, 64 * BLOCK, 1.0);
+    // A block scaled by exactly 2 (amax 63.5) whose other values land on halves, which
+    // round away from zero; a zero block; a block with a single non-zero value.
+    x[0] = 63.5;
+    for (i, v) in x[1..BLOCK].iter_mut().enumerate() {
+        *v = (i as f32 - 15.0) / 2.0;
+    }
+    x[BLOCK..3 * BLOCK].fill(0.0);
+    x[2 * BLOCK + 5] = -3.0;
+    let blocks = x.len() / BLOCK;
+    let acts = Activations::quantize(&x, 1, blocks, Isa::Avx2);
+    // Candle's own quantization of the same values, as GGML blocks (f16 scale, 32 quants).
+    let candle = q8_0(&x, 1, x.len()).data().unwrap().to_vec();
+    for (b, ((q, s), theirs)) in acts
+        .quants
+        .iter()
+        .zip(&acts.scales)
+        .zip(candle.chunks_exact(2 + BLOCK))
+        .enumerate()
+    {
+        let d = f16::from_le_bytes([theirs[0], theirs[1]]).to_f32();
+        let q: Vec<u8> = q.iter().map(|&v| v as u8).collect();
+        assert_eq!((q.as_slice(), s), (&theirs[2..], &[d; 8]), "block {b}");
+        let mut scalar = [0i8; BLOCK];
+        let xs = x[b * BLOCK..(b + 1) * BLOCK].try_into().unwrap();
+        assert_eq!(quantize_block(xs, &mut scalar), d, "block {b}");
+    }
+}
