@@ -182,3 +182,16 @@ pub async fn chat_as(app: &TestApp, key: &str, body: &Value) -> reqwest::Respons
         .await
         .unwrap()
 }
+
+/// `GET path` with `key`, its JSON body.
+pub async fn get_json_as(app: &TestApp, key: &str, path: &str) -> Value {
+    app.client
+        .get(app.url(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

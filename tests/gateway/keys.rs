@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN, TestApp, admin_config, chat_as, create_key, expect_error, one_route, user_message,
+    ADMIN, TestApp, admin_config, chat_as, create_key, expect_error, get_json_as, one_route,
+    user_message,
 };
 use crate::openai_upstream::{OpenAiUpstream, Reply, chat_chunks};
 
@@ -30,16 +31,7 @@ async fn a_virtual_key_works_on_v1_and_is_refused_right_after_revoke() {
     // Unlimited keys carry no rate headers.
     assert_eq!(header(&ok, "x-ratelimit-limit-requests"), None);
 
-    let list: Value = app
-        .client
-        .get(app.url("/api/keys"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json_as(&app, ADMIN, "/api/keys").await;
     let text = list.to_string();
     assert_eq!(list["data"][0]["name"], "team-a");
     assert_eq!(list["data"][0]["prefix"], key[..16]);

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN, TestApp, admin_config, chat_as, create_key, expect_error, one_route, sse_data,
-    user_message,
+    ADMIN, TestApp, admin_config, chat_as, create_key, expect_error, get_json_as, one_route,
+    sse_data, user_message,
 };
 use crate::openai_upstream::{OpenAiUpstream, Reply};
 
@@ -188,16 +188,7 @@ async fn spend_is_priced_per_model_and_a_spent_budget_refuses_requests() {
     )
     .await;
     let spent = || async {
-        let list: Value = app
-            .client
-            .get(app.url("/api/keys"))
-            .bearer_auth(ADMIN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Value = get_json_as(&app, ADMIN, "/api/keys").await;
         list["data"][0]["spent"].as_f64().unwrap()
     };
     assert_eq!(spent().await, 0.0);
@@ -287,16 +278,7 @@ async fn a_restricted_key_lists_and_finds_only_its_models() {
     let extra = "[routes.other]\ndeployments = [{ provider = \"up\", model = \"x\" }]\n";
     let app = gateway(&up, extra).await;
     let key = create_key(&app, json!({"name": "one-model", "models": ["gpt-test"]})).await;
-    let list: Value = app
-        .client
-        .get(app.url("/v1/models"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json_as(&app, &key, "/v1/models").await;
     let ids: Vec<&str> = list["data"]
         .as_array()
         .unwrap()
@@ -313,15 +295,6 @@ async fn a_restricted_key_lists_and_finds_only_its_models() {
         .unwrap();
     expect_error(hidden, 404).await;
     // An admin key sees every model.
-    let all: Value = app
-        .client
-        .get(app.url("/v1/models"))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = get_json_as(&app, ADMIN, "/v1/models").await;
     assert_eq!(all["data"].as_array().unwrap().len(), 2);
 }
