@@ -20,6 +20,6 @@ pub use shared::{SharedError, SharedLimits};
 pub use spend::{OverBudget, Price, Prices, SpendBook, period_end, period_start};
 pub use virtual_keys::{
     Accounting, CreatedKey, KeyPolicy, KeySpec, KeysError, REFRESH_INTERVAL, RateDenied,
-    RateStatus, Reservation, SlotsTaken, VirtualKeys, create_key, list_keys, micro_usd, reset_text,
-    revoke_key,
+    RateStatus, Reservation, SlotsTaken, TakenRates, VirtualKeys, create_key, list_keys, micro_usd,
+    reset_text, revoke_key,
 };

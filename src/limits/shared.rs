@@ -1,8 +1,10 @@
 //! Virtual keys' request and token rates shared by every replica through Redis
-//! (`limits.redis_url`). Each check is one round trip: a Lua script (EVALSHA, loaded again on
-//! NOSCRIPT) that runs the arithmetic of [`Quota`] atomically on Redis' own clock, so that a
-//! key behaves the same on one replica or many. Every request shares one multiplexed
-//! connection; none sets one up.
+//! (`limits.redis_url`). A request's checks are one round trip: a Lua script (EVALSHA, loaded
+//! again on NOSCRIPT) that takes from its request and token buckets atomically, with the
+//! arithmetic of [`Quota`] on Redis' own clock, so that a key behaves the same on one replica
+//! or many. Settlements after the response are batched: one script call per
+//! [`SETTLE_INTERVAL`] for all of them. Every request shares one multiplexed connection; none
+//! sets one up.
 //!
 //! Redis is a helper, never a dependency: a check that fails or gets no answer within
 //! `limits.redis_timeout_ms` is counted on this replica (the caller's local limiter) instead,
@@ -13,7 +15,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -26,52 +28,74 @@ use super::gcra::{Quota, Refused};
 use super::virtual_keys::RateStatus;
 use crate::telemetry::names;
 
-/// Takes `cost` cells from a bucket: `Quota::take` in microseconds. Replies `{1, used}` (the
-/// bucket is full for `used` more µs) or `{0, used, retry}` (`retry` -1: the cost exceeds the
-/// limit). The key expires when the bucket is empty again, which is the state of no key.
+/// Takes cells from buckets in turn, atomically: `Quota::take` in microseconds. KEYS are the
+/// buckets; ARGV[1] is `now` (µs) or empty for Redis' clock, then four per bucket: interval,
+/// period, cost, limit. Replies three numbers per bucket tried: `1, used, 0` (the bucket is
+/// full for `used` more µs) or `0, used, retry` (`retry` -1: the cost exceeds the limit). The
+/// first refusal ends it: later buckets are not charged for a request that will not run. A
+/// key expires when its bucket is empty again, which is the state of no key.
 const TAKE: &str = r"
-local interval, period = tonumber(ARGV[1]), tonumber(ARGV[2])
-local cost, limit = tonumber(ARGV[3]), tonumber(ARGV[4])
-local now = tonumber(ARGV[5])
+local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local tat = tonumber(redis.call('GET', KEYS[1])) or 0
-local base = math.max(tat, now)
-local next = base + interval * cost
-if next - now <= period then
-  redis.call('SET', KEYS[1], string.format('%.0f', next), 'PX', math.ceil((next - now) / 1000) + 1)
-  return {1, next - now}
+local reply = {}
+for i, key in ipairs(KEYS) do
+  local a = (i - 1) * 4 + 1
+  local interval, period = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local cost, limit = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
+  local tat = tonumber(redis.call('GET', key)) or 0
+  local base = math.max(tat, now)
+  local next = base + interval * cost
+  if next - now > period then
+    local retry = -1
+    if cost <= limit then retry = next - now - period end
+    table.insert(reply, 0)
+    table.insert(reply, base - now)
+    table.insert(reply, retry)
+    return reply
+  end
+  redis.call('SET', key, string.format('%.0f', next), 'PX', math.ceil((next - now) / 1000) + 1)
+  table.insert(reply, 1)
+  table.insert(reply, next - now)
+  table.insert(reply, 0)
 end
-local retry = -1
-if cost <= limit then retry = next - now - period end
-return {0, base - now, retry}
+return reply
 ";
 
-/// Charges (`delta` > 0) or gives back (`delta` < 0) cells after the fact: `Quota::adjust`.
-/// Replies `used`, as `TAKE` does.
+/// Charges (delta > 0) or gives back (delta < 0) cells after the fact: `Quota::adjust`. KEYS
+/// are the buckets; ARGV[1] is `now` or empty, then two per bucket: interval, delta. Replies
+/// `used` per bucket, as `TAKE` does.
 const ADJUST: &str = r"
-local interval, delta = tonumber(ARGV[1]), tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
+local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local tat = tonumber(redis.call('GET', KEYS[1])) or 0
-local next
-if delta >= 0 then
-  next = math.max(tat, now) + interval * delta
-else
-  next = math.max(tat + interval * delta, now)
+local reply = {}
+for i, key in ipairs(KEYS) do
+  local interval, delta = tonumber(ARGV[i * 2]), tonumber(ARGV[i * 2 + 1])
+  local tat = tonumber(redis.call('GET', key)) or 0
+  local next
+  if delta >= 0 then
+    next = math.max(tat, now) + interval * delta
+  else
+    next = math.max(tat + interval * delta, now)
+  end
+  if next > now then
+    redis.call('SET', key, string.format('%.0f', next), 'PX', math.ceil((next - now) / 1000) + 1)
+  else
+    redis.call('DEL', key)
+  end
+  table.insert(reply, next - now)
 end
-if next > now then
-  redis.call('SET', KEYS[1], string.format('%.0f', next), 'PX', math.ceil((next - now) / 1000) + 1)
-else
-  redis.call('DEL', KEYS[1])
-end
-return next - now
+return reply
 ";
+
+/// Settlements wait at most this long to go to Redis together: one script call per interval
+/// whatever the request rate, instead of one per request.
+const SETTLE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How often the probe checks on Redis: reconnects while it is away, PINGs while it is up
 /// (so that an idle replica's gauge tells the truth too).
@@ -119,6 +143,9 @@ pub struct SharedLimits {
     take: Script,
     adjust: Script,
     wake_probe: Notify,
+    /// Settlements for the next batch, and the settler's wake-up.
+    settlements: Mutex<Vec<Settlement>>,
+    wake_settler: Notify,
 }
 
 impl fmt::Debug for SharedLimits {
@@ -152,6 +179,8 @@ impl SharedLimits {
             take: Script::new(TAKE),
             adjust: Script::new(ADJUST),
             wake_probe: Notify::new(),
+            settlements: Mutex::new(Vec::new()),
+            wake_settler: Notify::new(),
         });
         metrics::gauge!(names::LIMITS_REDIS_UP).set(0.0);
         match limits.open().await {
@@ -182,20 +211,97 @@ impl SharedLimits {
         }
     }
 
-    /// Checks on Redis every [`PROBE_INTERVAL`], and at once when a check found it gone,
-    /// until `stop` is cancelled.
-    pub fn spawn_probe(self: &Arc<Self>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    /// Starts the background work until `stop` is cancelled: the probe, which checks on Redis
+    /// every [`PROBE_INTERVAL`] and at once when a check found it gone, and the settler, which
+    /// sends settlements in batches (and the last ones on the way out).
+    pub fn spawn_tasks(self: &Arc<Self>, stop: &CancellationToken) {
         let limits = self.clone();
+        let probe_stop = stop.clone();
         tokio::spawn(async move {
             loop {
                 tokio::select! {
-                    () = stop.cancelled() => return,
+                    () = probe_stop.cancelled() => return,
                     () = tokio::time::sleep(PROBE_INTERVAL) => {}
                     () = limits.wake_probe.notified() => {}
                 }
                 limits.probe().await;
             }
-        })
+        });
+        let limits = self.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = limits.wake_settler.notified() => {}
+                }
+                limits.settle_queued(None).await;
+                // What arrives meanwhile waits for the next batch.
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(SETTLE_INTERVAL) => {}
+                }
+            }
+            limits.settle_queued(None).await;
+        });
+    }
+
+    fn queue_settlement(&self, settlement: Settlement) {
+        let Ok(mut queue) = self.settlements.lock() else {
+            return;
+        };
+        queue.push(settlement);
+        drop(queue);
+        self.wake_settler.notify_one();
+    }
+
+    /// Sends every queued settlement in one script call, a bucket's deltas summed.
+    async fn settle_queued(&self, now: Option<u64>) {
+        let queued = match self.settlements.lock() {
+            Ok(mut queue) => std::mem::take(&mut *queue),
+            Err(_) => return,
+        };
+        if queued.is_empty() {
+            return;
+        }
+        // One entry per bucket: its summed delta and everyone waiting on it.
+        struct Merged {
+            key: String,
+            quota: Quota,
+            delta: i64,
+            thens: Vec<Then>,
+        }
+        let mut buckets: Vec<Merged> = Vec::new();
+        for s in queued {
+            match buckets.iter_mut().find(|b| b.key == s.key) {
+                Some(bucket) => {
+                    bucket.delta = bucket.delta.saturating_add(s.delta);
+                    bucket.thens.push(s.then);
+                }
+                None => buckets.push(Merged {
+                    key: s.key,
+                    quota: s.quota,
+                    delta: s.delta,
+                    thens: vec![s.then],
+                }),
+            }
+        }
+        let mut call = self.adjust.prepare_invoke();
+        call.arg(now_arg(now));
+        for bucket in &buckets {
+            call.key(&bucket.key)
+                .arg(micros_arg(bucket.quota.interval_micros()))
+                .arg(bucket.delta);
+        }
+        let Some(used) = self.eval::<Vec<i64>>(&[], &call).await else {
+            return;
+        };
+        for (bucket, used) in buckets.into_iter().zip(used) {
+            let status = bucket.quota.status(nanos(used), 0);
+            for then in bucket.thens {
+                then(status);
+            }
+        }
     }
 
     async fn probe(&self) {
@@ -273,12 +379,12 @@ impl SharedLimits {
         self.client.get_connection_info().addr().to_string()
     }
 
-    /// Runs a script; `None` when Redis did not answer it, after counting the check as served
-    /// locally when it is one (`kind`). Any error counts as Redis going away, even one of a
+    /// Runs a script; `None` when Redis did not answer it, after counting the checks it held
+    /// (`kinds`) as served locally. Any error counts as Redis going away, even one of a
     /// single script call: the probe finds it back within a round trip if it is there.
     async fn eval<T: FromRedisValue>(
         &self,
-        kind: Option<RateKind>,
+        kinds: &[RateKind],
         invocation: &ScriptInvocation<'_>,
     ) -> Option<T> {
         if let Some(Connection { number, mut conn }) = self.connection() {
@@ -289,7 +395,7 @@ impl SharedLimits {
                 Err(_) => self.went_away(number, &NoAnswer(self.timeout)),
             }
         }
-        if let Some(kind) = kind {
+        for kind in kinds {
             metrics::counter!(names::LIMITS_LOCAL_CHECKS, "limit" => kind.as_str()).increment(1);
         }
         None
@@ -324,49 +430,101 @@ pub struct SharedBucket {
 impl SharedBucket {
     /// Takes `cost` cells; `None` when Redis did not answer, for the caller to count locally.
     pub async fn take(&self, cost: u64) -> Option<Result<RateStatus, Refused>> {
-        self.take_at(cost, None).await
+        let mut taken = take_together(&[(self, cost)]).await?;
+        taken.pop()
     }
 
-    /// Charges or gives back `delta` cells; `None` when Redis did not answer.
-    pub async fn adjust(&self, delta: i64) -> Option<RateStatus> {
-        self.adjust_at(delta, None).await
+    /// Charges or gives back `delta` cells with the next batch of settlements (within
+    /// [`SETTLE_INTERVAL`]), then hands the bucket's state to `then`. Lost if Redis is away
+    /// by then: the bucket refills on its own.
+    pub fn settle(&self, delta: i64, then: impl FnOnce(RateStatus) + Send + 'static) {
+        self.limits.queue_settlement(Settlement {
+            key: self.key.clone(),
+            quota: self.quota,
+            delta,
+            then: Box::new(then),
+        });
     }
 
-    /// `now`: microseconds on a clock of the caller's, for tests; `None`: Redis' clock.
-    async fn take_at(&self, cost: u64, now: Option<u64>) -> Option<Result<RateStatus, Refused>> {
-        let q = self.quota;
-        let mut call = self.limits.take.key(&self.key);
-        call.arg(micros_arg(q.interval_micros()))
+    /// Charges or gives back `delta` cells at once (tests: settlements go in batches);
+    /// `now` as for [`take_together_at`].
+    #[cfg(test)]
+    async fn adjust_at(&self, delta: i64, now: Option<u64>) -> Option<RateStatus> {
+        let mut call = self.limits.adjust.prepare_invoke();
+        call.key(&self.key)
+            .arg(now_arg(now))
+            .arg(micros_arg(self.quota.interval_micros()))
+            .arg(delta);
+        let used: Vec<i64> = self.limits.eval(&[], &call).await?;
+        Some(self.quota.status(nanos(*used.first()?), 0))
+    }
+}
+
+/// Takes `cost` cells from each bucket in turn, in one round trip, stopping at the first that
+/// refuses: one result per bucket tried. `None` when Redis did not answer, for the caller to
+/// count every bucket locally. The buckets must share one connection (one `SharedLimits`).
+pub async fn take_together(
+    takes: &[(&SharedBucket, u64)],
+) -> Option<Vec<Result<RateStatus, Refused>>> {
+    take_together_at(takes, None).await
+}
+
+/// `now`: microseconds on a clock of the caller's, for tests; `None`: Redis' clock.
+async fn take_together_at(
+    takes: &[(&SharedBucket, u64)],
+    now: Option<u64>,
+) -> Option<Vec<Result<RateStatus, Refused>>> {
+    let (first, _) = takes.first()?;
+    let limits = &first.limits;
+    let mut call = limits.take.prepare_invoke();
+    call.arg(now_arg(now));
+    for (bucket, cost) in takes {
+        let q = bucket.quota;
+        call.key(&bucket.key)
+            .arg(micros_arg(q.interval_micros()))
             .arg(micros_arg(q.period_micros()))
-            .arg(cost)
+            .arg(*cost)
             .arg(q.limit);
-        if let Some(now) = now {
-            call.arg(now);
-        }
-        let reply: Vec<i64> = self.limits.eval(Some(self.kind), &call).await?;
-        match reply.as_slice() {
-            [1, used] => Some(Ok(q.status(nanos(*used), 0))),
+    }
+    let kinds: Vec<RateKind> = takes.iter().map(|(b, _)| b.kind).collect();
+    let reply: Vec<i64> = limits.eval(&kinds, &call).await?;
+    let mut results = Vec::with_capacity(takes.len());
+    for ((bucket, _), answer) in takes.iter().zip(reply.chunks(3)) {
+        let q = bucket.quota;
+        match answer {
+            [1, used, _] => results.push(Ok(q.status(nanos(*used), 0))),
             [0, used, retry] => {
                 let retry = u64::try_from(*retry).ok().map(|r| u128::from(r) * 1000);
-                Some(Err(q.refused(nanos(*used), retry)))
+                results.push(Err(q.refused(nanos(*used), retry)));
+                break;
             }
             _ => {
-                tracing::warn!(key = %self.key, ?reply, "unexpected reply from the rate script");
-                None
+                tracing::warn!(key = %bucket.key, ?reply, "unexpected reply from the rate script");
+                return None;
             }
         }
     }
-
-    async fn adjust_at(&self, delta: i64, now: Option<u64>) -> Option<RateStatus> {
-        let mut call = self.limits.adjust.key(&self.key);
-        call.arg(micros_arg(self.quota.interval_micros()))
-            .arg(delta);
-        if let Some(now) = now {
-            call.arg(now);
-        }
-        let used: i64 = self.limits.eval(None, &call).await?;
-        Some(self.quota.status(nanos(used), 0))
+    if results.is_empty() {
+        tracing::warn!(?reply, "empty reply from the rate script");
+        return None;
     }
+    Some(results)
+}
+
+/// A correction waiting to go to Redis, and what to do with the bucket's state after it.
+struct Settlement {
+    key: String,
+    quota: Quota,
+    delta: i64,
+    then: Then,
+}
+
+/// What a settlement does with its bucket's state once Redis has it.
+type Then = Box<dyn FnOnce(RateStatus) + Send>;
+
+/// The script's `now`: a number, or empty for Redis' clock.
+fn now_arg(now: Option<u64>) -> String {
+    now.map(|n| n.to_string()).unwrap_or_default()
 }
 
 fn micros_arg(v: u128) -> u64 {

@@ -69,7 +69,11 @@ async fn the_take_script_counts_as_quota_take_does() {
         if let Ok((next, _)) = expected {
             tat = next;
         }
-        let got = bucket.take_at(cost, Some(now_us)).await.unwrap();
+        let got = take_together_at(&[(&bucket, cost)], Some(now_us))
+            .await
+            .unwrap()
+            .pop()
+            .unwrap();
         assert_eq!(got, expected.map(|(_, s)| s), "at {now_ms} ms, cost {cost}");
     }
 }
@@ -84,13 +88,77 @@ async fn the_adjust_script_gives_back_and_charges_as_quota_adjust_does() {
     let quota = Quota::per_minute(1000); // one cell every 60 ms
     let bucket = redis.bucket(&hash(2), RateKind::Tokens, quota);
     let (mut tat, _) = quota.take(0, 0, 500).unwrap();
-    bucket.take_at(500, Some(0)).await.unwrap().unwrap();
+    take_together_at(&[(&bucket, 500)], Some(0)).await.unwrap()[0].unwrap();
     for (now_ms, delta) in [(0, -300), (10, 900), (20, -5_000), (30, 0), (5_000, -10)] {
         let now = u128::from(now_ms * MS) * 1000;
         tat = quota.adjust(tat, now, delta);
         let got = bucket.adjust_at(delta, Some(now_ms * MS)).await.unwrap();
         assert_eq!(got, quota.status(tat, now), "at {now_ms} ms, delta {delta}");
     }
+}
+
+#[tokio::test]
+async fn a_request_takes_both_rates_in_one_call_and_a_refusal_spares_the_rest() {
+    let Some(redis) =
+        shared_limits("a_request_takes_both_rates_in_one_call_and_a_refusal_spares_the_rest").await
+    else {
+        return;
+    };
+    let requests = Quota::per_minute(2); // one request every 30 s
+    let tokens = Quota::per_minute(600); // one token every 100 ms
+    let rate = redis.bucket(&hash(8), RateKind::Requests, requests);
+    let toks = redis.bucket(&hash(8), RateKind::Tokens, tokens);
+    let take = |now_ms: u64, cost: u64| {
+        let (rate, toks) = (&rate, &toks);
+        async move {
+            take_together_at(&[(rate, 1), (toks, cost)], Some(now_ms * MS))
+                .await
+                .unwrap()
+        }
+    };
+    // Both taken: 1 of 2 requests, 400 of 600 tokens.
+    let both = take(0, 400).await;
+    assert_eq!(both.len(), 2);
+    assert_eq!(both[0].unwrap().remaining, 1);
+    assert_eq!(both[1].unwrap().remaining, 200);
+    // The request is counted, the tokens refused: 200 left, 300 asked.
+    let tokens_refused = take(0, 300).await;
+    assert_eq!(tokens_refused[0].unwrap().remaining, 0);
+    let refused = tokens_refused[1].unwrap_err();
+    assert_eq!(refused.retry_after, Some(Duration::from_secs(10)));
+    // The request rate refuses: one answer, and the token bucket is not charged.
+    let requests_refused = take(0, 100).await;
+    assert_eq!(requests_refused.len(), 1);
+    assert!(requests_refused[0].is_err());
+    let (tat, _) = tokens.take(0, 0, 400).unwrap();
+    let expected = tokens.take(tat, 0, 200).map(|(_, s)| s);
+    let still_there = take_together_at(&[(&toks, 200)], Some(0)).await.unwrap();
+    assert_eq!(still_there, vec![expected]);
+}
+
+#[tokio::test]
+async fn settlements_go_in_one_batch_summed_per_bucket() {
+    let Some(redis) = shared_limits("settlements_go_in_one_batch_summed_per_bucket").await else {
+        return;
+    };
+    let quota = Quota::per_minute(1000); // one cell every 60 ms
+    let a = redis.bucket(&hash(9), RateKind::Tokens, quota);
+    let b = redis.bucket(&hash(10), RateKind::Tokens, quota);
+    take_together_at(&[(&a, 800)], Some(0)).await.unwrap()[0].unwrap();
+    take_together_at(&[(&b, 100)], Some(0)).await.unwrap()[0].unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    for (bucket, delta) in [(&a, -300), (&b, 50), (&a, -100)] {
+        let seen = seen.clone();
+        bucket.settle(delta, move |status| {
+            seen.lock().unwrap().push(status.remaining)
+        });
+    }
+    redis.settle_queued(Some(10 * MS)).await;
+    // a: 800 - 400 = 400 used, b: 150; each settlement learns its bucket's state.
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_unstable();
+    assert_eq!(seen, vec![600, 600, 850]);
+    assert!(redis.settlements.lock().unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -184,7 +252,7 @@ async fn without_redis_checks_are_left_to_the_replica_at_once() {
     let bucket = limits.bucket(&hash(6), RateKind::Requests, Quota::per_minute(1));
     let started = std::time::Instant::now();
     assert!(bucket.take(1).await.is_none());
-    assert!(bucket.adjust(-1).await.is_none());
+    assert!(bucket.adjust_at(-1, None).await.is_none());
     assert!(started.elapsed() < Duration::from_secs(1));
     assert!(!format!("{limits:?}").contains("redis://"));
 }

@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::gcra::{self, LocalBucket, Refused};
 use super::governed;
-use super::shared::{RateKind, SharedBucket, SharedLimits};
+use super::shared::{self, RateKind, SharedBucket, SharedLimits};
 use super::spend::{Prices, SpendBook};
 use super::{ApiKeyHash, generate_key};
 use crate::store::{Budget, NewKey, Store, StoreError, VirtualKey};
@@ -187,6 +187,15 @@ pub struct RateDenied {
     pub retry_after: Duration,
 }
 
+/// What a request took from its key's rates.
+#[derive(Debug)]
+pub struct TakenRates {
+    /// `None`: the key has no request rate.
+    pub requests: Option<Result<RateStatus, RateDenied>>,
+    /// `None`: no tokens asked for, no token rate, or the request rate refused first.
+    pub tokens: Option<Result<(RateStatus, Reservation), Refused>>,
+}
+
 /// Every concurrent-request slot of a key is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotsTaken;
@@ -252,44 +261,80 @@ impl KeyPolicy {
         self.allowed_models.is_empty() || self.allowed_models.iter().any(|m| m == model)
     }
 
-    /// Counts one request against the key's rate. None when the key has no rate limit.
-    pub async fn check_rate(&self) -> Option<Result<RateStatus, RateDenied>> {
-        if let Some(shared) = &self.shared_rate
-            && let Some(checked) = shared.take(1).await
-        {
-            return Some(checked.map_err(|refused| RateDenied {
-                status: refused.status,
-                retry_after: refused.retry_after.unwrap_or_default(),
-            }));
+    /// Counts one request against the key's request rate and, if it is let through and
+    /// `tokens` is given, reserves that many against its token rate: with shared limits, one
+    /// round trip to Redis for both.
+    pub async fn take_rates(&self, tokens: Option<u64>) -> TakenRates {
+        let tokens = tokens.filter(|_| self.tokens.is_some());
+        let mut takes = Vec::with_capacity(2);
+        if let Some(bucket) = &self.shared_rate {
+            takes.push((bucket, 1));
         }
-        let limiter = self.rate.as_ref()?;
-        Some(governed::decision(limiter.check(), limiter.clock().now()))
+        if let (Some(bucket), Some(estimate)) = (&self.shared_tokens, tokens) {
+            takes.push((bucket, estimate));
+        }
+        if !takes.is_empty()
+            && let Some(taken) = shared::take_together(&takes).await
+        {
+            return self.shared_taken(taken, tokens);
+        }
+        let requests = self
+            .rate
+            .as_ref()
+            .map(|limiter| governed::decision(limiter.check(), limiter.clock().now()));
+        if matches!(requests, Some(Err(_))) {
+            return TakenRates {
+                requests,
+                tokens: None,
+            };
+        }
+        let reservation = |estimate| Reservation {
+            tokens: estimate,
+            shared: false,
+        };
+        let tokens = match (&self.tokens, tokens) {
+            (Some(local), Some(estimate)) => Some(
+                local
+                    .take(estimate)
+                    .map(|status| (status, reservation(estimate))),
+            ),
+            _ => None,
+        };
+        TakenRates { requests, tokens }
+    }
+
+    /// Reads Redis' answers in the order `take_rates` asked.
+    fn shared_taken(
+        &self,
+        taken: Vec<Result<RateStatus, Refused>>,
+        estimate: Option<u64>,
+    ) -> TakenRates {
+        let mut taken = taken.into_iter();
+        let requests = self.shared_rate.as_ref().and_then(|_| {
+            taken.next().map(|checked| {
+                checked.map_err(|refused| RateDenied {
+                    status: refused.status,
+                    retry_after: refused.retry_after.unwrap_or_default(),
+                })
+            })
+        });
+        let tokens = match (&self.tokens, estimate, taken.next()) {
+            (Some(local), Some(estimate), Some(taken)) => {
+                local.mirror(taken.map_or_else(|r| r.status.reset, |s| s.reset));
+                let reservation = Reservation {
+                    tokens: estimate,
+                    shared: true,
+                };
+                Some(taken.map(|status| (status, reservation)))
+            }
+            _ => None,
+        };
+        TakenRates { requests, tokens }
     }
 
     /// The key's tokens-per-minute limit, if it has one.
     pub fn token_limit(&self) -> Option<u64> {
         self.tokens.as_ref().map(|b| b.quota().limit)
-    }
-
-    /// Reserves `estimate` tokens against the key's token rate. None when the key has no
-    /// token limit.
-    pub async fn reserve_tokens(
-        &self,
-        estimate: u64,
-    ) -> Option<Result<(RateStatus, Reservation), Refused>> {
-        let local = self.tokens.as_ref()?;
-        let mut reservation = Reservation {
-            tokens: estimate,
-            shared: false,
-        };
-        if let Some(shared) = &self.shared_tokens
-            && let Some(taken) = shared.take(estimate).await
-        {
-            local.mirror(taken.map_or_else(|r| r.status.reset, |s| s.reset));
-            reservation.shared = true;
-            return Some(taken.map(|status| (status, reservation)));
-        }
-        Some(local.take(estimate).map(|status| (status, reservation)))
     }
 
     /// Where the key stands against its token rate, without taking any.
@@ -298,9 +343,9 @@ impl KeyPolicy {
     }
 
     /// Settles a reservation on what the request really used, where it was made. Called
-    /// when a response ends (synchronously), so a shared one is settled by a task of its own,
-    /// bounded by the Redis timeout; if Redis is gone by then, the correction is lost and the
-    /// shared bucket refills on its own.
+    /// when a response ends (synchronously), so a shared one goes with the next batch of
+    /// settlements; if Redis is gone by then, the correction is lost and the shared bucket
+    /// refills on its own.
     pub fn settle_tokens(self: &Arc<Self>, reservation: Reservation, used: u64) {
         let delta = i64::try_from(used).unwrap_or(i64::MAX)
             - i64::try_from(reservation.tokens).unwrap_or(i64::MAX);
@@ -308,14 +353,10 @@ impl KeyPolicy {
             return;
         }
         if reservation.shared {
-            let policy = self.clone();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    let (Some(shared), Some(local)) = (&policy.shared_tokens, &policy.tokens)
-                    else {
-                        return;
-                    };
-                    if let Some(status) = shared.adjust(delta).await {
+            if let Some(shared) = &self.shared_tokens {
+                let policy = self.clone();
+                shared.settle(delta, move |status| {
+                    if let Some(local) = &policy.tokens {
                         local.mirror(status.reset);
                     }
                 });
@@ -543,10 +584,17 @@ mod tests {
         let p = policy(3);
         let mut remaining = Vec::new();
         for _ in 0..3 {
-            remaining.push(p.check_rate().await.unwrap().unwrap().remaining);
+            remaining.push(
+                p.take_rates(None)
+                    .await
+                    .requests
+                    .unwrap()
+                    .unwrap()
+                    .remaining,
+            );
         }
         assert_eq!(remaining, [2, 1, 0]);
-        let denied = p.check_rate().await.unwrap().unwrap_err();
+        let denied = p.take_rates(None).await.requests.unwrap().unwrap_err();
         assert_eq!(denied.status.limit, 3);
         assert_eq!(denied.status.remaining, 0);
         // One slot comes back every 20 s at 3 per minute.

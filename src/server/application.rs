@@ -95,7 +95,7 @@ impl Application {
         let virtual_keys = Arc::new(VirtualKeys::load(store.clone(), accounting).await?);
         let shutdown = CancellationToken::new();
         if let Some(shared) = &shared {
-            shared.spawn_probe(shutdown.clone());
+            shared.spawn_tasks(&shutdown);
         }
         let (request_log, log_writer) =
             match RequestLog::start(&config.request_log, &store, &shutdown)? {

@@ -1,8 +1,9 @@
-//! A virtual key's limits on a `/v1` request, in this order: request rate (429 with
+//! A virtual key's limits on a `/v1` request, answered in this order: request rate (429 with
 //! `Retry-After`), budget (429 `insufficient_quota`), concurrent requests (429), allowed
-//! models (403), token rate (429 with `Retry-After`). Rates are counted first so that every
-//! response to a rate-limited key, refusals included, carries OpenAI's
-//! `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` headers.
+//! models (403), token rate (429 with `Retry-After`). The request rate counts every request
+//! (a refused one too) and comes first, so that every response to a rate-limited key,
+//! refusals included, carries OpenAI's `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`
+//! headers; tokens are reserved only for a request that passed every other check.
 //!
 //! Allowed models are checked here, on the body's `model`, rather than in each handler: one
 //! place covers chat, completions and embeddings. A model-restricted key must name its model
@@ -28,7 +29,8 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::error::ApiError;
 use crate::limits::{
-    KeyPolicy, RateDenied, RateStatus, Reservation, VirtualKeys, estimate, reset_text,
+    KeyPolicy, OverBudget, RateDenied, RateStatus, Refused, Reservation, VirtualKeys, estimate,
+    reset_text,
 };
 use crate::telemetry::{Exchange, KeyRef, Record, names};
 
@@ -81,62 +83,86 @@ pub async fn enforce(
         requests: None,
         tokens: policy.token_status(),
     };
-    match policy.check_rate().await {
+    let mut req = req;
+    // The model list shows a restricted key only its models.
+    req.extensions_mut().insert(policy.clone());
+    // The body, where a limit needs it, is read first, so that the request and token rates
+    // are taken together (one round trip when Redis holds them). Refusals still come in the
+    // order above: every check is made before any is answered.
+    let reads_body = req.method() == Method::POST
+        && (!policy.allowed_models.is_empty() || policy.token_limit().is_some());
+    let (req, json) = if reads_body {
+        match read_json(req).await {
+            Ok(read) => read,
+            Err(err) => return rates.apply(err.into_response()),
+        }
+    } else {
+        (req, None)
+    };
+    let over_budget = policy
+        .budget
+        .and_then(|budget| keys.spend().check(policy.id, budget).err());
+    let permit = policy.try_start();
+    let model = match &json {
+        Some(json) if !policy.allowed_models.is_empty() => {
+            check_model(&policy, json.get("model").and_then(Value::as_str))
+        }
+        _ => Ok(()),
+    };
+    let wanted = match &json {
+        Some(json) => tokens_wanted(&keys, &policy, json),
+        None => Ok(None),
+    };
+    let runs = over_budget.is_none() && permit.is_ok() && model.is_ok();
+    let taken = policy
+        .take_rates(wanted.as_ref().ok().copied().flatten().filter(|_| runs))
+        .await;
+    match taken.requests {
         None => {}
         Some(Ok(status)) => rates.requests = Some(status),
         Some(Err(denied)) => {
             return requests_refused(&format!("key `{}`", policy.name), "requests", denied);
         }
     }
-    if let Some(budget) = policy.budget
-        && let Err(over) = keys.spend().check(policy.id, budget)
-    {
+    if let Some(over) = over_budget {
+        count_refusal("budget");
+        return rates.apply(budget_refused(&policy, &over).into_response());
+    }
+    let Ok(permit) = permit else {
         let err = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            "insufficient_quota",
+            "requests",
             format!(
-                "Key `{}` has spent its budget: ${:.6} of ${:.6} this {}. It resets at {}.",
+                "Too many concurrent requests on key `{}`: at most {} at a time.",
                 policy.name,
-                micro_to_usd(over.spent_micro_usd),
-                micro_to_usd(over.budget.micro_usd),
-                over.budget.period.as_str(),
-                over.resets_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                policy.max_concurrent.unwrap_or_default()
             ),
         )
-        .code("insufficient_quota");
-        count_refusal("budget");
+        .code("concurrency_limit_exceeded");
+        count_refusal("concurrency");
+        return rates.apply(err.into_response());
+    };
+    if let Err(err) = model {
         return rates.apply(err.into_response());
     }
-    let permit = match policy.try_start() {
-        Ok(permit) => permit,
-        Err(_taken) => {
-            let err = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "requests",
-                format!(
-                    "Too many concurrent requests on key `{}`: at most {} at a time.",
-                    policy.name,
-                    policy.max_concurrent.unwrap_or_default()
-                ),
-            )
-            .code("concurrency_limit_exceeded");
-            count_refusal("concurrency");
-            return rates.apply(err.into_response());
+    let wanted = match wanted {
+        Ok(wanted) => wanted.unwrap_or_default(),
+        Err(too_large) => {
+            count_refusal("tokens");
+            return rates.apply(too_large.into_response());
         }
     };
-    let mut req = req;
-    // The model list shows a restricted key only its models.
-    req.extensions_mut().insert(policy.clone());
-    let reads_body = req.method() == Method::POST
-        && (!policy.allowed_models.is_empty() || policy.token_limit().is_some());
-    let (req, reserved) = if reads_body {
-        match check_body(&keys, &policy, req, &mut rates).await {
-            Ok(checked) => checked,
-            Err(err) => return rates.apply(err.into_response()),
+    let reserved = match taken.tokens {
+        None => Reservation::default(),
+        Some(Ok((status, reservation))) => {
+            rates.tokens = Some(status);
+            reservation
         }
-    } else {
-        (req, Reservation::default())
+        Some(Err(refused)) => {
+            count_refusal("tokens");
+            rates.tokens = Some(refused.status);
+            return rates.apply(tokens_refused(&policy, &refused, wanted).into_response());
+        }
     };
     if let Some(ex) = &exchange {
         let (keys, policy) = (keys.clone(), policy.clone());
@@ -213,15 +239,10 @@ fn settle(keys: &VirtualKeys, policy: &Arc<KeyPolicy>, reserved: Reservation, re
     keys.spend().record(policy.id, period, cost);
 }
 
-/// Reads the body (within the gateway's body limit), refuses a model the key may not use,
-/// reserves the request's tokens, and puts the body back for the handler. Returns the
-/// request and the tokens reserved.
-async fn check_body(
-    keys: &VirtualKeys,
-    policy: &KeyPolicy,
-    req: Request,
-    rates: &mut Rates,
-) -> Result<(Request, Reservation), ApiError> {
+/// Reads the body (within the gateway's body limit) and puts it back for the handler, with
+/// its JSON when it is some: an unreadable body is the handler's to reject, with its own
+/// message, and no limit that needs the body applies to it (nothing will run).
+async fn read_json(req: Request) -> Result<(Request, Option<Value>), ApiError> {
     let (parts, body) = req.into_parts();
     // The body limit travels in the extensions; the probe carries them so that it applies.
     let mut probe = Request::new(body);
@@ -229,63 +250,71 @@ async fn check_body(
     let bytes = Bytes::from_request(probe, &())
         .await
         .map_err(super::extract::body_error)?;
-    // An unreadable body is the handler's to reject, with its own message; nothing runs, so
-    // nothing is reserved.
-    let Ok(json) = serde_json::from_slice::<Value>(&bytes) else {
-        return Ok((
-            Request::from_parts(parts, Body::from(bytes)),
-            Reservation::default(),
-        ));
+    let json = serde_json::from_slice::<Value>(&bytes).ok();
+    Ok((Request::from_parts(parts, Body::from(bytes)), json))
+}
+
+/// The tokens a request reserves against its key's token rate: `None` without one, the
+/// refusal when its input alone is over the rate (it could never run).
+fn tokens_wanted(
+    keys: &VirtualKeys,
+    policy: &KeyPolicy,
+    json: &Value,
+) -> Result<Option<u64>, ApiError> {
+    let Some(limit) = policy.token_limit() else {
+        return Ok(None);
     };
-    if !policy.allowed_models.is_empty() {
-        check_model(policy, json.get("model").and_then(Value::as_str))?;
+    let guess = estimate(json, keys.accounting().default_output_tokens);
+    if guess.input > limit {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "tokens",
+            format!(
+                "Request too large for key `{}`: its limit is {limit} tokens per minute and \
+                 this request needs about {} for its input alone.",
+                policy.name, guess.input
+            ),
+        )
+        .code("rate_limit_exceeded"));
     }
-    let mut reserved = Reservation::default();
-    if let Some(limit) = policy.token_limit() {
-        let guess = estimate(&json, keys.accounting().default_output_tokens);
-        if guess.input > limit {
-            count_refusal("tokens");
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "tokens",
-                format!(
-                    "Request too large for key `{}`: its limit is {limit} tokens per minute \
-                     and this request needs about {} for its input alone.",
-                    policy.name, guess.input
-                ),
-            )
-            .code("rate_limit_exceeded"));
-        }
-        // The output cap may be above the whole rate; the reservation never is, so that such
-        // a request can run when the key is idle and pays for what it really used.
-        let wanted = guess.total().min(limit);
-        match policy.reserve_tokens(wanted).await {
-            None => {}
-            Some(Ok((status, reservation))) => {
-                rates.tokens = Some(status);
-                reserved = reservation;
-            }
-            Some(Err(refused)) => {
-                count_refusal("tokens");
-                rates.tokens = Some(refused.status);
-                let wait = refused.retry_after.unwrap_or_default();
-                let mut err = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "tokens",
-                    format!(
-                        "Rate limit reached for tokens on key `{}`: limit {limit} per minute, \
-                         requested about {wanted}. Please try again in {}.",
-                        policy.name,
-                        reset_text(wait)
-                    ),
-                )
-                .code("rate_limit_exceeded");
-                err.retry_after = Some(wait);
-                return Err(err);
-            }
-        }
-    }
-    Ok((Request::from_parts(parts, Body::from(bytes)), reserved))
+    // The output cap may be above the whole rate; the reservation never is, so that such a
+    // request can run when the key is idle and pays for what it really used.
+    Ok(Some(guess.total().min(limit)))
+}
+
+fn tokens_refused(policy: &KeyPolicy, refused: &Refused, wanted: u64) -> ApiError {
+    let wait = refused.retry_after.unwrap_or_default();
+    let mut err = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "tokens",
+        format!(
+            "Rate limit reached for tokens on key `{}`: limit {} per minute, requested about \
+             {wanted}. Please try again in {}.",
+            policy.name,
+            refused.status.limit,
+            reset_text(wait)
+        ),
+    )
+    .code("rate_limit_exceeded");
+    err.retry_after = Some(wait);
+    err
+}
+
+fn budget_refused(policy: &KeyPolicy, over: &OverBudget) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "insufficient_quota",
+        format!(
+            "Key `{}` has spent its budget: ${:.6} of ${:.6} this {}. It resets at {}.",
+            policy.name,
+            micro_to_usd(over.spent_micro_usd),
+            micro_to_usd(over.budget.micro_usd),
+            over.budget.period.as_str(),
+            over.resets_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ),
+    )
+    .code("insufficient_quota")
 }
 
 fn check_model(policy: &KeyPolicy, model: Option<&str>) -> Result<(), ApiError> {

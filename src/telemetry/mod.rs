@@ -2,6 +2,7 @@
 //! OTLP with the GenAI semantic conventions, the request log, and the accounting of how much
 //! of a request's time the gateway itself spent (its overhead) versus waiting on upstreams.
 
+mod background;
 mod capture;
 mod exchange;
 pub mod gen_ai;

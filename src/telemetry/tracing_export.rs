@@ -17,6 +17,7 @@ use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider,
 };
 
+use super::background::{ExportRuntime, LowPriority, OnRuntime};
 use super::request_trace::RequestTrace;
 use crate::config::{ConfigError, OtlpConfig, OtlpProtocol, check_otlp_endpoint};
 
@@ -158,6 +159,8 @@ struct Inner {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
     record_content: bool,
+    /// Where the exporter sends from; outlives the provider (fields drop in order).
+    _runtime: ExportRuntime,
 }
 
 impl std::fmt::Debug for Tracing {
@@ -188,6 +191,12 @@ impl Tracing {
                 settings.endpoint
             ),
         };
+        let runtime = ExportRuntime::start().map_err(|e| failed(e.to_string()))?;
+        let Some(handle) = runtime.handle() else {
+            return Err(failed("the export runtime did not start".into()));
+        };
+        // gRPC's channel starts its connection task on the current runtime: make it ours.
+        let entered = handle.enter();
         let exporter = match settings.protocol {
             OtlpProtocol::Grpc => {
                 let mut headers = reqwest::header::HeaderMap::new();
@@ -227,7 +236,7 @@ impl Tracing {
                     .with_headers(settings.headers.clone())
                     .with_http_client(OnRuntime {
                         client,
-                        runtime: tokio::runtime::Handle::current(),
+                        runtime: handle.clone(),
                     });
                 if let Some(t) = settings.timeout {
                     b = b.with_timeout(t);
@@ -236,6 +245,7 @@ impl Tracing {
             }
         }
         .map_err(|e| failed(e.to_string()))?;
+        drop(entered);
         let mut batch = BatchConfigBuilder::default();
         if std::env::var_os(env::BSP_MAX_QUEUE_SIZE).is_none() {
             batch = batch.with_max_queue_size(MAX_QUEUE);
@@ -243,7 +253,7 @@ impl Tracing {
         if std::env::var_os(env::BSP_SCHEDULE_DELAY).is_none() {
             batch = batch.with_scheduled_delay(EXPORT_DELAY);
         }
-        let processor = BatchSpanProcessor::builder(exporter)
+        let processor = BatchSpanProcessor::builder(LowPriority::new(exporter))
             .with_batch_config(batch.build())
             .build();
         let resource = Resource::builder()
@@ -265,6 +275,7 @@ impl Tracing {
                 provider,
                 tracer,
                 record_content: settings.record_content,
+                _runtime: runtime,
             })),
         })
     }
@@ -307,39 +318,6 @@ impl Tracing {
             Ok(Err(e)) => tracing::warn!(error = %e, "span export did not flush cleanly"),
             Err(e) => tracing::warn!(error = %e, "span export shutdown failed"),
         }
-    }
-}
-
-/// Our reqwest client for OTLP/HTTP. The batch processor exports from its own thread, outside
-/// any Tokio runtime, where reqwest cannot run; each export is spawned onto the server's
-/// runtime and awaited from there.
-#[derive(Debug)]
-struct OnRuntime {
-    client: reqwest::Client,
-    runtime: tokio::runtime::Handle,
-}
-
-#[async_trait::async_trait]
-impl opentelemetry_http::HttpClient for OnRuntime {
-    async fn send_bytes(
-        &self,
-        request: opentelemetry_http::Request<opentelemetry_http::Bytes>,
-    ) -> Result<
-        opentelemetry_http::Response<opentelemetry_http::Bytes>,
-        opentelemetry_http::HttpError,
-    > {
-        let client = self.client.clone();
-        let task = self.runtime.spawn(async move {
-            let request = reqwest::Request::try_from(request)?;
-            let resp = client.execute(request).await?;
-            let mut out = opentelemetry_http::Response::builder().status(resp.status());
-            if let Some(headers) = out.headers_mut() {
-                *headers = resp.headers().clone();
-            }
-            let body = resp.bytes().await?;
-            Ok::<_, opentelemetry_http::HttpError>(out.body(body)?)
-        });
-        task.await?
     }
 }
 

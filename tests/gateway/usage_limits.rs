@@ -102,6 +102,31 @@ async fn a_token_rate_reserves_the_estimate_then_keeps_only_the_real_usage() {
 }
 
 #[tokio::test]
+async fn a_request_refused_for_its_model_counts_as_a_request_but_reserves_no_tokens() {
+    let up = OpenAiUpstream::start(Reply::Chat("Hi".into())).await;
+    let app = gateway(&up, "").await;
+    let key = create_key(
+        &app,
+        json!({"name": "narrow", "rpm": 10, "tpm": 100, "models": ["gpt-test"]}),
+    )
+    .await;
+    let mut other = chat_with_max(Some(50), false);
+    other["model"] = json!("other-model");
+    let forbidden = chat_as(&app, &key, &other).await;
+    assert_eq!(
+        header_u64(&forbidden, "x-ratelimit-remaining-requests"),
+        Some(9)
+    );
+    assert_eq!(
+        header_u64(&forbidden, "x-ratelimit-remaining-tokens"),
+        Some(100)
+    );
+    expect_error(forbidden, 403).await;
+    assert_eq!(remaining_tokens(&app, &key).await, 100);
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
 async fn a_request_without_max_tokens_reserves_the_default_and_still_runs() {
     let up = OpenAiUpstream::start(Reply::Chat("Hi".into())).await;
     let app = gateway(&up, "[limits]\ndefault_output_tokens = 300\n").await;
