@@ -428,8 +428,10 @@ pub struct SharedBucket {
 }
 
 impl SharedBucket {
-    /// Takes `cost` cells; `None` when Redis did not answer, for the caller to count locally.
-    pub async fn take(&self, cost: u64) -> Option<Result<RateStatus, Refused>> {
+    /// Takes `cost` cells from this bucket alone (requests take theirs with
+    /// [`take_together`]); `None` when Redis did not answer.
+    #[cfg(test)]
+    async fn take(&self, cost: u64) -> Option<Result<RateStatus, Refused>> {
         let mut taken = take_together(&[(self, cost)]).await?;
         taken.pop()
     }
