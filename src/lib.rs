@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod evals;
 pub mod gateway;
 pub mod limits;
 pub mod openai;

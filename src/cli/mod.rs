@@ -2,6 +2,7 @@
 //! the library modules they call.
 
 mod config_cmd;
+mod eval;
 mod keys;
 mod logs;
 mod prompts;
@@ -39,6 +40,9 @@ enum Command {
     /// Read the request log: export logged chat traffic as a dataset, list recent requests.
     #[command(subcommand)]
     Logs(logs::LogsCommand),
+    /// Run eval suites: exit 0 when their thresholds are met, 100 when not, 1 on failure.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
 }
 
 /// Where the configuration comes from: `--config`/`PASARELA_CONFIG`, else `./pasarela.toml`,
@@ -79,6 +83,8 @@ pub fn main() -> ExitCode {
         Command::Config(cmd) => config_cmd::run(cmd),
         Command::Prompts(cmd) => prompts::run(cmd),
         Command::Logs(cmd) => logs::run(cmd),
+        // Eval has exit codes of its own.
+        Command::Eval(cmd) => return eval::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

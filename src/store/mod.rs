@@ -1,6 +1,6 @@
 //! Persistence: an embedded SQLite database under `store.data_dir` by default, or a shared
 //! Postgres when `store.database_url` names one; their migrations; and one repository per
-//! aggregate ([`Prompts`], [`Keys`], [`Spend`], [`RequestLogRows`]). Every SQL statement of
+//! aggregate ([`Prompts`], [`Keys`], [`Spend`], [`RequestLogRows`], [`EvalRuns`]). Every SQL statement of
 //! the gateway lives in this module.
 //! Repositories take and return domain values, never rows, and each write is one transaction.
 //!
@@ -16,11 +16,13 @@
 //! nor anything of HTTP.
 
 mod change_counter;
+mod eval_runs;
 mod keys;
 mod prompts;
 mod request_log;
 mod spend;
 
+pub use eval_runs::{EvalRunRow, EvalRuns, EvalTargetRow, NewEvalRun, PromptEval};
 pub use keys::{Budget, BudgetPeriod, Keys, NewKey, VirtualKey};
 pub use request_log::{LogEnding, LogEntry, LogFilter, LoggedRequest, RequestLogRows};
 pub use spend::{PeriodSpend, Spend};
@@ -312,6 +314,11 @@ impl Store {
     /// Spend per virtual key and budget period.
     pub fn spend(&self) -> Spend {
         Spend::new(self.pool.clone())
+    }
+
+    /// Eval runs, their targets and the suites' baselines.
+    pub fn eval_runs(&self) -> EvalRuns {
+        EvalRuns::new(self.pool.clone(), self.backend)
     }
 
     /// The request log.

@@ -84,6 +84,11 @@ impl TestCli {
         self.run("keys", args)
     }
 
+    /// `pasarela eval ARGS…`, like [`TestCli::prompts`].
+    pub fn eval(&self, args: &[&str]) -> Run {
+        self.run("eval", args)
+    }
+
     /// `pasarela logs ARGS…`, like [`TestCli::prompts`].
     pub fn logs(&self, args: &[&str]) -> Run {
         self.run("logs", args)

@@ -17,6 +17,7 @@ mod command;
 )]
 mod openai_upstream;
 
+mod eval;
 mod keys;
 mod logs;
 mod postgres;

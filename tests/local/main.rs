@@ -19,6 +19,7 @@ mod otlp_receiver;
 
 mod chat;
 mod embeddings;
+mod eval;
 mod loading;
 mod otel;
 mod prompts;

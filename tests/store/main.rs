@@ -15,6 +15,7 @@
 mod backends;
 
 mod concurrency;
+mod eval_runs;
 mod gateway_crash;
 mod gateway_process;
 mod keys;

@@ -147,7 +147,7 @@ pub struct PullArgs {
 
 /// Who a push or label move is recorded as.
 #[derive(Debug, clap::Args)]
-struct Author {
+pub(super) struct Author {
     /// Who makes the change [default: `git config user.name`, else $USER]
     #[arg(long, env = "PASARELA_AUTHOR")]
     author: Option<String>,
@@ -156,7 +156,7 @@ struct Author {
 impl Author {
     /// The flag or `PASARELA_AUTHOR`, else git's user name, else `$USER`, else `unknown`: a
     /// history entry that names nobody would be useless in an incident review.
-    fn resolve(&self) -> String {
+    pub(super) fn resolve(&self) -> String {
         let given =
             |value: Option<String>| value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
         given(self.author.clone())
