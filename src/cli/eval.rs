@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use secrecy::SecretString;
 
 use super::ConfigSource;
+use crate::config::Config;
 use crate::evals::{self, Endpoint, ResponseCache, RunOptions, RunReport, Suite};
 use crate::prompts::Registry;
 use crate::server::Application;
@@ -318,17 +319,10 @@ fn run_suites(args: RunArgs) -> anyhow::Result<bool> {
                 (endpoint, url.clone(), None)
             }
             None => {
-                let mut config = config.clone();
-                config.server.listen = ([127, 0, 0, 1], 0).into();
-                let app = Application::build(config)
-                    .await
-                    .context("starting the in-process gateway")?;
-                let url = format!("http://{}", app.local_addr());
-                let token = app.shutdown_token();
-                let serving = tokio::spawn(app.run());
-                let endpoint = Endpoint::new(&url, args.api_key.clone(), timeout)
+                let gateway = InProcess::start(&config).await?;
+                let endpoint = Endpoint::new(&gateway.url, args.api_key.clone(), timeout)
                     .map_err(anyhow::Error::msg)?;
-                (endpoint, "in-process".to_owned(), Some((token, serving)))
+                (endpoint, "in-process".to_owned(), Some(gateway))
             }
         };
         let cache_dir = args
@@ -395,12 +389,93 @@ fn run_suites(args: RunArgs) -> anyhow::Result<bool> {
                 .is_some_and(|c| !c.regressions.is_empty());
             all_passed &= report.passed && !(args.fail_on_regression && regressed);
         }
-        if let Some((token, serving)) = gateway {
-            token.cancel();
-            let _ = serving.await;
+        if let Some(gateway) = gateway {
+            gateway.stop().await;
         }
         Ok(all_passed)
     })
+}
+
+/// A gateway serving the configured models on a loopback port of this process.
+pub(super) struct InProcess {
+    pub url: String,
+    stop: tokio_util::sync::CancellationToken,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl InProcess {
+    pub async fn start(config: &Config) -> anyhow::Result<InProcess> {
+        let mut config = config.clone();
+        config.server.listen = ([127, 0, 0, 1], 0).into();
+        let app = Application::build(config)
+            .await
+            .context("starting the in-process gateway")?;
+        let url = format!("http://{}", app.local_addr());
+        let stop = app.shutdown_token();
+        let serving = tokio::spawn(app.run());
+        Ok(InProcess { url, stop, serving })
+    }
+
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.serving.await;
+    }
+}
+
+/// The label gate (`prompts label … --require-eval SUITE`): runs `suite` in-process with every
+/// target that names prompt `name` pinned to `version`, stores the run, prints its summary and
+/// returns its report.
+pub(super) async fn run_gate(
+    config: &Config,
+    registry: &Registry,
+    suite: &Path,
+    name: &crate::prompts::PromptName,
+    version: crate::prompts::PromptVersion,
+) -> anyhow::Result<RunReport> {
+    let mut suite = Suite::load(suite)?;
+    let mut pinned = 0;
+    for target in &mut suite.targets {
+        if let Some(evals::PromptSpec::Registry(reference)) = &mut target.prompt
+            && &reference.name == name
+        {
+            reference.selector = crate::prompts::Selector::Version(version);
+            pinned += 1;
+        }
+    }
+    if pinned == 0 {
+        bail!(
+            "suite {} has no target that calls prompt `{name}` from the registry: it cannot \
+             judge a version of it",
+            suite.path.display()
+        );
+    }
+    let gateway = InProcess::start(config).await?;
+    let endpoint =
+        Endpoint::new(&gateway.url, None, Duration::from_secs(300)).map_err(anyhow::Error::msg)?;
+    let options = RunOptions {
+        concurrency: 8,
+        only_targets: Vec::new(),
+        cache: Some(ResponseCache::new(
+            &config.store.data_dir.join("eval-cache"),
+        )),
+        prices: crate::limits::Prices::new(config.prices.clone()),
+        endpoint_name: "in-process".to_owned(),
+    };
+    let progress = Progress::new(&suite.name);
+    let report = evals::run(
+        &suite,
+        &endpoint,
+        Some(registry),
+        &options,
+        &|done, total| progress.update(done, total),
+    )
+    .await;
+    progress.finish();
+    gateway.stop().await;
+    let mut report = report?;
+    report.run_id = Some(store_run(registry.store(), &report).await?);
+    print_summary(&report);
+    Ok(report)
 }
 
 /// Keeps `report` in the store; returns its run id.

@@ -85,3 +85,96 @@ fn a_suite_runs_in_process_against_a_registry_prompt_and_the_local_models() {
     assert!(cosine > 0.3 && cosine < 1.0, "{similar}");
     assert_eq!(result["cost_usd"], 0.0, "local models cost nothing");
 }
+
+#[test]
+fn a_label_move_with_require_eval_happens_only_when_the_suite_passes_for_that_version() {
+    let Some(models) = models_or_skip(
+        "a_label_move_with_require_eval_happens_only_when_the_suite_passes_for_that_version",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(
+        dir.path().join("pasarela.toml"),
+        format!("{}\n[store]\ndata_dir = {data:?}\n", config(&models, 4, 16)),
+    )
+    .unwrap();
+    // v1 as shipped (max_tokens 40), v2 the same prompt with max_tokens 4.
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/prompts/greeting.yaml"
+    ))
+    .unwrap();
+    let file = dir.path().join("greeting.yaml");
+    for text in [
+        shipped.clone(),
+        shipped.replace("max_tokens: 40", "max_tokens: 4"),
+    ] {
+        assert_ne!(text, "");
+        std::fs::write(&file, &text).unwrap();
+        let push = pasarela(
+            dir.path(),
+            &["prompts", "push", "greeting.yaml", "--author", "t"],
+        );
+        assert!(
+            push.status.success(),
+            "{}",
+            String::from_utf8_lossy(&push.stderr)
+        );
+    }
+    // Greedy answers: v1 says a sentence, which this suite calls too long.
+    std::fs::write(
+        dir.path().join("gate.yaml"),
+        "targets:\n  - prompt: greeting@production\n    params: { temperature: 0 }\n\
+         dataset:\n  - { id: ada, vars: { name: Ada } }\n\
+         default_assertions:\n  - { type: max-tokens, value: 5 }\n",
+    )
+    .unwrap();
+    let label = |version: &str| {
+        pasarela(
+            dir.path(),
+            &[
+                "prompts",
+                "label",
+                "greeting",
+                version,
+                "production",
+                "--force",
+                "--author",
+                "t",
+                "--require-eval",
+                "gate.yaml",
+            ],
+        )
+    };
+    let refused = label("1");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("suite gate failed for greeting#1 (run 1): label `production` not moved"),
+        "{stderr}"
+    );
+    let show = pasarela(dir.path(), &["prompts", "show", "greeting@production"]);
+    assert!(!show.status.success(), "production must not exist yet");
+
+    let moved = label("2");
+    let stdout = String::from_utf8_lossy(&moved.stdout);
+    assert!(
+        moved.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&moved.stderr)
+    );
+    assert!(stdout.contains("stored as run 2"), "{stdout}");
+    let show = pasarela(dir.path(), &["prompts", "show", "greeting@production"]);
+    let shown = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        show.status.success() && shown.contains("max_tokens: 4"),
+        "{shown}"
+    );
+
+    // The stored runs name the version each one tested.
+    let list = pasarela(dir.path(), &["eval", "list"]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+}

@@ -102,6 +102,10 @@ pub struct LabelArgs {
     /// Move a protected label (`prompts.protected_labels`).
     #[arg(long)]
     force: bool,
+    /// Move the label only if this eval suite passes for the version (run in-process, with
+    /// every target that calls this prompt pinned to the version; repeatable).
+    #[arg(long, value_name = "SUITE")]
+    require_eval: Vec<PathBuf>,
     #[command(flatten)]
     author: Author,
     #[command(flatten)]
@@ -255,7 +259,7 @@ async fn execute(cmd: PromptsCommand, out: &mut impl Write, color: bool) -> anyh
         PromptsCommand::List(_) => list(&registry, out).await,
         PromptsCommand::Show(args) => show(&registry, args, out).await,
         PromptsCommand::Diff(args) => diff(&registry, args, out, color).await,
-        PromptsCommand::Label(args) => label(&registry, args, out).await,
+        PromptsCommand::Label(args) => label(&registry, &config, args, out).await,
         PromptsCommand::Rollback(args) => rollback(&registry, args, out).await,
         PromptsCommand::History(args) => history(&registry, args, out).await,
         PromptsCommand::Pull(args) => pull(&registry, &config, args, out).await,
@@ -346,9 +350,34 @@ async fn diff(
     Ok(())
 }
 
-async fn label(registry: &Registry, args: LabelArgs, out: &mut impl Write) -> anyhow::Result<()> {
+async fn label(
+    registry: &Registry,
+    config: &Config,
+    args: LabelArgs,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let versions = Versions::load(registry, &args.name).await?;
     let version = versions.pick(&args.version)?.meta.version;
+    for suite in &args.require_eval {
+        let pinned = u32::try_from(version)
+            .ok()
+            .and_then(PromptVersion::new)
+            .with_context(|| format!("version {version} cannot be pinned"))?;
+        // The summary goes out before the verdict, so it reads in order.
+        out.flush()?;
+        let report = super::eval::run_gate(config, registry, suite, &versions.name, pinned).await?;
+        if !report.passed {
+            bail!(
+                "suite {} failed for {}#{version} (run {}): label `{}` not moved",
+                report.suite,
+                versions.name,
+                report
+                    .run_id
+                    .map_or_else(|| "not stored".to_owned(), |id| id.to_string()),
+                args.label
+            );
+        }
+    }
     let outcome = registry
         .move_label(
             &versions.name,
