@@ -1,11 +1,11 @@
 //! The dashboard at `/ui`: server-rendered pages over the prompt registry (prompt list,
-//! version history with label badges and label moves, side-by-side diffs) and the forms that
-//! move and roll back labels, plus its login. Pages are minijinja templates with HTML
-//! autoescaping; their little JavaScript only asks for confirmation and requires the
-//! "force" box for protected labels.
+//! version history with label badges, label moves and the eval runs that tested each version,
+//! side-by-side diffs) and the forms that move and roll back labels, plus its login. Pages are
+//! minijinja templates with HTML autoescaping; their little JavaScript only asks for
+//! confirmation and requires the "force" box for protected labels.
 //!
 //! Must not contain SQL or provider calls: everything goes through
-//! [`crate::prompts::Registry`].
+//! [`crate::prompts::Registry`] (and its store's eval runs repository).
 
 mod actions;
 mod assets;

@@ -14,9 +14,9 @@ use minijinja::value::Serde;
 use serde::{Deserialize, Serialize};
 
 use super::view::{self, UiError};
-use crate::prompts::{DiffLine, Label, PromptName, PromptVersion};
+use crate::prompts::{DiffLine, Label, PromptName, PromptVersion, RegistryError};
 use crate::server::AppState;
-use crate::store::{LATEST_LABEL, LabelledVersion, MoveCause};
+use crate::store::{LATEST_LABEL, LabelledVersion, MoveCause, PromptEval};
 
 /// How many hex digits of a content hash the history shows: enough to tell versions apart
 /// at a glance, as git's short hashes do; the full hash is in the cell's title.
@@ -111,9 +111,62 @@ pub async fn prompt(
         .unwrap_or_else(|e| e.with_auth(auth).into_response())
 }
 
+/// Eval runs shown on a prompt's page, newest first.
+const EVAL_ROWS: u32 = 50;
+
+/// A suite's verdict on a version: its newest run that tested the version.
+#[derive(Serialize)]
+struct VersionEval {
+    suite: String,
+    run: i64,
+    met: bool,
+}
+
+/// One target of an eval run that called a version of the prompt.
+#[derive(Serialize)]
+struct EvalRow {
+    run: i64,
+    suite: String,
+    version: i64,
+    target: String,
+    model: String,
+    pass_rate: String,
+    attempts: String,
+    met: bool,
+    run_passed: bool,
+    baseline: bool,
+    started_at: String,
+}
+
+impl From<&PromptEval> for EvalRow {
+    fn from(e: &PromptEval) -> Self {
+        let t = &e.target;
+        let rate = if t.attempts == 0 {
+            0.0
+        } else {
+            100.0 * t.passed_attempts as f64 / t.attempts as f64
+        };
+        EvalRow {
+            run: e.run.id,
+            suite: e.run.suite.clone(),
+            version: t.prompt.as_ref().map_or(0, |(_, v)| *v),
+            target: t.label.clone(),
+            model: t.model.clone(),
+            pass_rate: format!("{rate:.1}%"),
+            attempts: format!("{}/{}", t.passed_attempts, t.attempts),
+            met: t.met_threshold,
+            run_passed: e.run.passed,
+            baseline: e.run.blessed,
+            started_at: view::time(&e.run.started_at),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct VersionRow {
     version: i64,
+    /// Each suite's newest verdict on this version.
+    evals: Vec<VersionEval>,
     labels: Vec<String>,
     author: String,
     message: Option<String>,
@@ -159,11 +212,37 @@ pub async fn prompt_page(
     let served = registry.served(name.as_str());
 
     let labels = label_rows(state, &versions, &history);
+    let evals = registry
+        .store()
+        .eval_runs()
+        .for_prompt(name.as_str(), EVAL_ROWS)
+        .await
+        .map_err(RegistryError::from)?;
+    let version_evals = |version: i64| {
+        let mut newest: Vec<VersionEval> = Vec::new();
+        for e in evals
+            .iter()
+            .filter(|e| e.target.prompt.as_ref().is_some_and(|(_, v)| *v == version))
+        {
+            match newest.iter_mut().find(|n| n.suite == e.run.suite) {
+                // Several targets of the newest run: the version met it only if all did.
+                Some(n) if n.run == e.run.id => n.met &= e.target.met_threshold,
+                Some(_) => {}
+                None => newest.push(VersionEval {
+                    suite: e.run.suite.clone(),
+                    run: e.run.id,
+                    met: e.target.met_threshold,
+                }),
+            }
+        }
+        newest
+    };
     let version_rows: Vec<VersionRow> = versions
         .iter()
         .rev()
         .map(|v| VersionRow {
             version: v.meta.version,
+            evals: version_evals(v.meta.version),
             labels: v.labels.clone(),
             author: v.meta.author.clone(),
             message: v.meta.message.clone(),
@@ -211,6 +290,7 @@ pub async fn prompt_page(
         versions => Serde(version_rows),
         labels => Serde(labels),
         moves => Serde(moves),
+        evals => Serde(evals.iter().map(EvalRow::from).collect::<Vec<_>>()),
         latest,
         latest_yaml,
         latest_yaml_error,

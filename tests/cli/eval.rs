@@ -487,3 +487,34 @@ async fn a_case_that_passed_in_the_blessed_run_and_fails_now_is_a_regression() {
         missing.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_judge_that_gives_no_verdict_fails_the_rubric_and_progress_is_printed_in_lines() {
+    let addr = start(Api::default()).await;
+    let cli = Arc::new(TestCli::new());
+    // The stand-in upper-cases what it is sent: the judge's "reply" is no JSON verdict.
+    let suite = write(
+        &cli,
+        "judged.yaml",
+        "targets:\n  - model: m\njudge: m\ndataset:\n  - { id: polite, vars: { input: thanks }, assert: [{ type: llm-rubric, value: The answer is polite. }] }\n  - { id: rude, vars: { input: go away }, assert: [{ type: not-llm-rubric, value: The answer is polite. }] }\n",
+    );
+    let json_file = cli.path().join("r.json");
+    let run = eval(
+        &cli,
+        args(
+            &suite,
+            addr,
+            &["--output", "json", json_file.to_str().unwrap()],
+        ),
+    )
+    .await;
+    assert_eq!(run.code, Some(100), "{}\n{}", run.stdout, run.stderr);
+    let report = read_json(&json_file);
+    for result in report["results"].as_array().unwrap() {
+        assert_eq!(result["passed"], false, "{result}");
+        let reason = result["verdicts"][0]["reason"].as_str().unwrap();
+        assert!(reason.contains("no JSON verdict"), "{reason}");
+    }
+    // Not a terminal: progress comes as plain lines, the last one complete.
+    assert!(run.stderr.contains("eval judged: 2/2"), "{}", run.stderr);
+}

@@ -252,3 +252,78 @@ async fn requests_served_per_version_are_counted_since_the_gateway_started() {
     assert_eq!(served("v1"), "2", "{html}");
     assert_eq!(served("v2"), "1", "{html}");
 }
+
+#[tokio::test]
+async fn prompt_page_shows_the_eval_runs_that_tested_each_version() {
+    use pasarela::store::{EvalTargetRow, NewEvalRun};
+
+    let app = open_app().await;
+    let reg = registry(&app).await;
+    push(&reg, &prompt_yaml("greeting", "Say hi"), "first").await;
+    push(&reg, &prompt_yaml("greeting", "Say hello"), "second").await;
+    let (status, html) = page(app.get("/ui/prompts/greeting").await).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("No eval run has tested this prompt yet"),
+        "{html}"
+    );
+
+    let runs = reg.store().eval_runs();
+    let store_run = |version: i64, passed: i64| {
+        let runs = runs.clone();
+        async move {
+            runs.insert(&NewEvalRun {
+                suite: "greeting-suite",
+                started_at: chrono::Utc::now(),
+                duration_ms: 10,
+                endpoint: "in-process",
+                passed: passed == 4,
+                report: "{}",
+                targets: vec![EvalTargetRow {
+                    label: "prod".into(),
+                    model: "m".into(),
+                    prompt: Some(("greeting".into(), version)),
+                    attempts: 4,
+                    passed_attempts: passed,
+                    met_threshold: passed == 4,
+                }],
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let first = store_run(1, 4).await;
+    let second = store_run(2, 3).await;
+    runs.bless(first, "ana").await.unwrap();
+
+    let (status, html) = page(app.get("/ui/prompts/greeting").await).await;
+    assert_eq!(status, 200);
+    let evals = &html[html.find("id=\"evals\"").expect("an eval runs table")..];
+    // Newest first, with each run's pass rate and verdict; the blessed run is the baseline.
+    let (row2, row1) = (
+        evals.find(&format!("id=\"run-{second}\"")).unwrap(),
+        evals.find(&format!("id=\"run-{first}\"")).unwrap(),
+    );
+    assert!(row2 < row1, "{evals}");
+    assert!(
+        evals[row2..row1].contains("75.0%") && evals[row2..row1].contains("not met"),
+        "{evals}"
+    );
+    assert!(
+        evals[row1..].contains("100.0%") && evals[row1..].contains("baseline"),
+        "{evals}"
+    );
+    // Each version's row carries its suite's newest verdict.
+    let v2 = &html[html.find("<tr id=\"v2\">").unwrap()..];
+    let v2 = &v2[..v2.find("</tr>").unwrap()];
+    assert!(
+        v2.contains("badge-fail") && v2.contains("greeting-suite ✗"),
+        "{v2}"
+    );
+    let v1 = &html[html.find("<tr id=\"v1\">").unwrap()..];
+    let v1 = &v1[..v1.find("</tr>").unwrap()];
+    assert!(
+        v1.contains("badge-pass") && v1.contains("greeting-suite ✓"),
+        "{v1}"
+    );
+}
