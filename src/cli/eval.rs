@@ -84,6 +84,13 @@ pub struct RunArgs {
     /// The API key for `--against`.
     #[arg(long, env = "PASARELA_EVAL_API_KEY", hide_env_values = true)]
     api_key: Option<SecretString>,
+    /// Where `similar` embeds and `llm-rubric` asks its judge. Default: the in-process gateway
+    /// (started for them when `--against` sends the targets elsewhere).
+    #[arg(long)]
+    graders: Option<String>,
+    /// The API key for `--graders`.
+    #[arg(long, env = "PASARELA_EVAL_GRADERS_API_KEY", hide_env_values = true)]
+    graders_api_key: Option<SecretString>,
     /// The most calls in flight; lowered for a while whenever the target answers 429.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
@@ -316,7 +323,14 @@ fn run_suites(args: RunArgs) -> anyhow::Result<bool> {
                 let endpoint = Endpoint::new(url, args.api_key.clone(), timeout)
                     .map_err(anyhow::Error::msg)?;
                 endpoint.probe().await.map_err(anyhow::Error::msg)?;
-                (endpoint, url.clone(), None)
+                // Embeddings and verdicts come from this gateway's models, not the target's.
+                let gateway = match &args.graders {
+                    None if suites.iter().any(Suite::needs_graders) => {
+                        Some(InProcess::start(&config).await?)
+                    }
+                    _ => None,
+                };
+                (endpoint, url.clone(), gateway)
             }
             None => {
                 let gateway = InProcess::start(&config).await?;
@@ -324,6 +338,18 @@ fn run_suites(args: RunArgs) -> anyhow::Result<bool> {
                     .map_err(anyhow::Error::msg)?;
                 (endpoint, "in-process".to_owned(), Some(gateway))
             }
+        };
+        let graders = match (&args.graders, &args.against, &gateway) {
+            (Some(url), _, _) => {
+                let graders = Endpoint::new(url, args.graders_api_key.clone(), timeout)
+                    .map_err(anyhow::Error::msg)?;
+                graders.probe().await.map_err(anyhow::Error::msg)?;
+                Some(graders)
+            }
+            (None, Some(_), Some(gateway)) => {
+                Some(Endpoint::new(&gateway.url, None, timeout).map_err(anyhow::Error::msg)?)
+            }
+            _ => None,
         };
         let cache_dir = args
             .cache_dir
@@ -337,6 +363,7 @@ fn run_suites(args: RunArgs) -> anyhow::Result<bool> {
                 cache: (!args.no_cache).then(|| ResponseCache::new(&cache_dir)),
                 prices: crate::limits::Prices::new(config.prices.clone()),
                 endpoint_name: endpoint_name.clone(),
+                graders: graders.clone(),
             };
             let progress = Progress::new(&suite.name);
             let report = evals::run(
@@ -460,6 +487,7 @@ pub(super) async fn run_gate(
         )),
         prices: crate::limits::Prices::new(config.prices.clone()),
         endpoint_name: "in-process".to_owned(),
+        graders: None,
     };
     let progress = Progress::new(&suite.name);
     let report = evals::run(
@@ -585,16 +613,7 @@ fn print_summary(report: &RunReport) {
         );
     }
     for r in report.results.iter().filter(|r| !r.passed) {
-        let why = match &r.error {
-            Some(e) => format!("error: {e}"),
-            None => r
-                .verdicts
-                .iter()
-                .filter(|v| !v.pass)
-                .map(|v| format!("{}: {}", v.assertion, v.reason))
-                .collect::<Vec<_>>()
-                .join("; "),
-        };
+        let why = r.failure();
         println!(
             "  FAIL {} / {} #{}: {why}",
             r.target,

@@ -45,10 +45,7 @@ pub fn render(run: &RunReport) -> String {
          <th>cost $</th></tr>",
     );
     for t in &run.targets {
-        let prompt = t
-            .prompt
-            .as_ref()
-            .map_or("—".to_owned(), |p| format!("{}#{}", p.name, p.version));
+        let prompt = t.prompt_text();
         let _ = write!(
             h,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{:.1}%</td><td>{:.0}%</td><td>{:.2}</td>\

@@ -32,18 +32,12 @@ pub fn render(run: &RunReport) -> Result<String, quick_junit::SerializeError> {
                 }
                 (None, true) => TestCaseStatus::success(),
                 (None, false) => {
-                    let failing: Vec<String> = r
-                        .verdicts
-                        .iter()
-                        .filter(|v| !v.pass)
-                        .map(|v| format!("{}: {}", v.assertion, v.reason))
-                        .collect();
                     let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
                     s.set_message(format!(
                         "score {:.2} below {:.2}: {}",
                         r.score,
                         r.threshold,
-                        failing.join("; ")
+                        r.failure()
                     ));
                     s.set_type("assertion");
                     s

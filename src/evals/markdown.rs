@@ -28,10 +28,7 @@ pub fn render(run: &RunReport) -> String {
         "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     );
     for t in &run.targets {
-        let prompt = t
-            .prompt
-            .as_ref()
-            .map_or("—".to_owned(), |p| format!("{}#{}", p.name, p.version));
+        let prompt = t.prompt_text();
         let _ = writeln!(
             md,
             "| {} | {} | {} | {:.1}% | {:.0}% | {:.2} | {:.2} | {} | {:.0} | {}/{} | {:.6} | {} |",
@@ -74,16 +71,7 @@ pub fn render(run: &RunReport) -> String {
     if !failures.is_empty() {
         let _ = writeln!(md, "\n### Failing cases\n");
         for r in failures.iter().take(LISTED_FAILURES) {
-            let why = match &r.error {
-                Some(e) => format!("error: {e}"),
-                None => r
-                    .verdicts
-                    .iter()
-                    .filter(|v| !v.pass)
-                    .map(|v| format!("`{}` {}", v.assertion, v.reason))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            };
+            let why = r.failure();
             let attempt = match run.repeat {
                 1 => String::new(),
                 _ => format!(" (attempt {})", r.repeat + 1),

@@ -98,6 +98,31 @@ pub struct CaseResult {
     pub cached: bool,
 }
 
+impl CaseResult {
+    /// Why the attempt failed: the call's error, or each failing assertion with its reason.
+    pub fn failure(&self) -> String {
+        match &self.error {
+            Some(e) => format!("error: {e}"),
+            None => self
+                .verdicts
+                .iter()
+                .filter(|v| !v.pass)
+                .map(|v| format!("{}: {}", v.assertion, v.reason))
+                .collect::<Vec<_>>()
+                .join("; "),
+        }
+    }
+}
+
+impl TargetSummary {
+    /// `name#version` of the registry prompt the target called, else `—`.
+    pub fn prompt_text(&self) -> String {
+        self.prompt
+            .as_ref()
+            .map_or_else(|| "—".to_owned(), |p| format!("{}#{}", p.name, p.version))
+    }
+}
+
 /// The weighted score of `verdicts`: 1 when there is no weight at all.
 pub fn score(verdicts: &[Verdict]) -> f64 {
     let total: f64 = verdicts.iter().map(|v| v.weight).sum();

@@ -38,6 +38,8 @@ pub struct RunOptions {
     pub prices: Prices,
     /// How the report names the endpoint (`in-process` or the URL).
     pub endpoint_name: String,
+    /// Where `similar` embeds and `llm-rubric` asks its judge, when not the targets' endpoint.
+    pub graders: Option<Endpoint>,
 }
 
 /// A target ready to call: its model, where its messages come from.
@@ -80,10 +82,19 @@ pub async fn run(
     let pace = Pace::new(options.concurrency);
     // Repeats must be independent draws: a cached answer would repeat itself.
     let cache = options.cache.as_ref().filter(|_| suite.repeat == 1);
-    let graders = EndpointGraders {
-        endpoint,
-        pace: &pace,
-        cache,
+    // Graders have a pace of their own: a judge's 429s say nothing about the target's rate.
+    let grader_pace = Pace::new(options.concurrency);
+    let graders = match &options.graders {
+        Some(graders) => EndpointGraders {
+            endpoint: graders,
+            pace: &grader_pace,
+            cache,
+        },
+        None => EndpointGraders {
+            endpoint,
+            pace: &pace,
+            cache,
+        },
     };
     let ctx = GradeContext {
         graders: &graders,

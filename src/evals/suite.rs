@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 
-use super::assertion::Assertion;
+use super::assertion::{Assertion, Check};
 use crate::prompts::{MessageTemplate, PromptContent, PromptRef, VariableName, VariableSpec};
 
 /// The most repeats a suite may ask for.
@@ -398,6 +398,14 @@ impl Suite {
                 .embedding_model
                 .unwrap_or_else(|| DEFAULT_EMBEDDING_MODEL.to_owned()),
         })
+    }
+
+    /// Whether an assertion needs a model besides the target (`similar`, `llm-rubric`).
+    pub fn needs_graders(&self) -> bool {
+        self.default_assertions
+            .iter()
+            .chain(self.cases.iter().flat_map(|c| &c.assertions))
+            .any(|a| matches!(a.check, Check::Similar { .. } | Check::LlmRubric { .. }))
     }
 
     /// The assertions that apply to `case`: the suite's defaults, then its own.

@@ -73,6 +73,25 @@ async fn chat(State(api): State<Api>, Json(body): Json<Value>) -> Response {
     .into_response()
 }
 
+/// Embeddings whose direction is the text's length: texts of equal length are identical
+/// (cosine 1), a text three times as long as another is far from it.
+async fn embeddings(State(api): State<Api>, Json(body): Json<Value>) -> Json<Value> {
+    api.calls.fetch_add(1, Ordering::SeqCst);
+    let data: Vec<Value> = body["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let n = text.as_str().unwrap().len() as f64;
+            json!({"object": "embedding", "index": i, "embedding": [1.0, n / 10.0]})
+        })
+        .collect();
+    Json(
+        json!({"object": "list", "data": data, "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}}),
+    )
+}
+
 async fn models() -> Json<Value> {
     Json(
         json!({"object": "list", "data": [{"id": "m", "object": "model", "created": 0, "owned_by": "x"}]}),
@@ -82,6 +101,7 @@ async fn models() -> Json<Value> {
 async fn start(api: Api) -> SocketAddr {
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
         .route("/v1/models", get(models))
         .with_state(api);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -236,7 +256,7 @@ async fn a_target_below_its_threshold_exits_100_and_names_the_failing_case() {
     assert!(run.stdout.contains("FAIL shouty / hello"), "{}", run.stdout);
     let md = std::fs::read_to_string(&md).unwrap();
     assert!(
-        md.contains("failed") && md.contains("`hello`") && md.contains("`equals`"),
+        md.contains("failed") && md.contains("`hello`: equals: output differs"),
         "{md}"
     );
 
@@ -499,15 +519,16 @@ async fn a_judge_that_gives_no_verdict_fails_the_rubric_and_progress_is_printed_
         "targets:\n  - model: m\njudge: m\ndataset:\n  - { id: polite, vars: { input: thanks }, assert: [{ type: llm-rubric, value: The answer is polite. }] }\n  - { id: rude, vars: { input: go away }, assert: [{ type: not-llm-rubric, value: The answer is polite. }] }\n",
     );
     let json_file = cli.path().join("r.json");
-    let run = eval(
-        &cli,
-        args(
-            &suite,
-            addr,
-            &["--output", "json", json_file.to_str().unwrap()],
-        ),
-    )
-    .await;
+    // The stand-in judges too (by default the judge is the in-process gateway's).
+    let judge = format!("http://{addr}/v1");
+    let out = [
+        "--graders",
+        judge.as_str(),
+        "--output",
+        "json",
+        json_file.to_str().unwrap(),
+    ];
+    let run = eval(&cli, args(&suite, addr, &out)).await;
     assert_eq!(run.code, Some(100), "{}\n{}", run.stdout, run.stderr);
     let report = read_json(&json_file);
     for result in report["results"].as_array().unwrap() {
@@ -517,4 +538,48 @@ async fn a_judge_that_gives_no_verdict_fails_the_rubric_and_progress_is_printed_
     }
     // Not a terminal: progress comes as plain lines, the last one complete.
     assert!(run.stderr.contains("eval judged: 2/2"), "{}", run.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn similar_embeds_through_the_graders_endpoint_not_the_target() {
+    let (target, graders) = (Api::default(), Api::default());
+    let addr = start(target.clone()).await;
+    let graders_addr = start(graders.clone()).await;
+    let cli = Arc::new(TestCli::new());
+    // Answers are the input upper-cased: `abc` → `ABC` (same length as the reference `xyz`),
+    // `a` → `A` (against `xyzxyzxyz`).
+    let suite = write(
+        &cli,
+        "similar.yaml",
+        "targets:\n  - model: m\ndataset:\n  - { id: close, vars: { input: abc }, expected: xyz }\n  - { id: far, vars: { input: a }, expected: xyzxyzxyz }\ndefault_assertions:\n  - { type: similar, threshold: 0.99 }\n",
+    );
+    let json_file = cli.path().join("r.json");
+    let graders_url = format!("http://{graders_addr}/v1");
+    let out = [
+        "--graders",
+        graders_url.as_str(),
+        "--output",
+        "json",
+        json_file.to_str().unwrap(),
+    ];
+    let run = eval(&cli, args(&suite, addr, &out)).await;
+    assert_eq!(run.code, Some(100), "{}\n{}", run.stdout, run.stderr);
+    let report = read_json(&json_file);
+    assert_eq!(
+        report["results"][0]["passed"], true,
+        "{}",
+        report["results"][0]
+    );
+    assert_eq!(
+        report["results"][1]["passed"], false,
+        "{}",
+        report["results"][1]
+    );
+    let metric = report["results"][0]["verdicts"][0]["metric"]
+        .as_f64()
+        .unwrap();
+    assert!((metric - 1.0).abs() < 1e-6, "{metric}");
+    // Two chat calls at the target, two embedding calls at the graders.
+    assert_eq!(target.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(graders.calls.load(Ordering::SeqCst), 2);
 }

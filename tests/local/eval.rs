@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::{CHAT, config, models_or_skip};
+use crate::{CHAT, EMBED, config, models_or_skip};
 
 fn pasarela(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pasarela"));
@@ -22,6 +22,18 @@ fn pasarela(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     command.output().unwrap()
 }
 
+/// A directory with a config serving the default models and a store of its own.
+fn work_dir(models: &std::path::Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(
+        dir.path().join("pasarela.toml"),
+        format!("{}\n[store]\ndata_dir = {data:?}\n", config(models, 4, 16)),
+    )
+    .unwrap();
+    dir
+}
+
 #[test]
 fn a_suite_runs_in_process_against_a_registry_prompt_and_the_local_models() {
     let Some(models) =
@@ -29,13 +41,7 @@ fn a_suite_runs_in_process_against_a_registry_prompt_and_the_local_models() {
     else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::write(
-        dir.path().join("pasarela.toml"),
-        format!("{}\n[store]\ndata_dir = {data:?}\n", config(&models, 4, 16)),
-    )
-    .unwrap();
+    let dir = work_dir(&models);
     let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/prompts/greeting.yaml");
     let push = pasarela(dir.path(), &["prompts", "push", shipped, "--author", "t"]);
     assert!(
@@ -93,13 +99,7 @@ fn a_label_move_with_require_eval_happens_only_when_the_suite_passes_for_that_ve
     ) else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::write(
-        dir.path().join("pasarela.toml"),
-        format!("{}\n[store]\ndata_dir = {data:?}\n", config(&models, 4, 16)),
-    )
-    .unwrap();
+    let dir = work_dir(&models);
     // v1 as shipped (max_tokens 40), v2 the same prompt with max_tokens 4.
     let shipped = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -177,4 +177,71 @@ fn a_label_move_with_require_eval_happens_only_when_the_suite_passes_for_that_ve
     let list = pasarela(dir.path(), &["eval", "list"]);
     let listed = String::from_utf8_lossy(&list.stdout);
     assert_eq!(listed.lines().count(), 2, "{listed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_another_gateway_similar_still_embeds_with_the_local_embedder() {
+    let Some(models) =
+        models_or_skip("against_another_gateway_similar_still_embeds_with_the_local_embedder")
+    else {
+        return;
+    };
+    // The target: a gateway with the chat model only (no embedder to ask).
+    let chat_only = format!(
+        "[engine]\nmodels_dir = {models:?}\n\n[models.{CHAT}]\nkind = \"chat\"\n\
+         path = \"smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf\"\n"
+    );
+    let target = crate::helpers::TestApp::spawn(&chat_only).await;
+    // The CLI's own config: the embedder only.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::write(
+        dir.path().join("pasarela.toml"),
+        format!(
+            "[engine]\nmodels_dir = {models:?}\n\n[models.{EMBED}]\nkind = \"embedding\"\n\
+             path = \"all-minilm-l6-v2\"\n\n[store]\ndata_dir = {data:?}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("s.yaml"),
+        format!(
+            "targets:\n  - model: {CHAT}\n    params: {{ temperature: 0, max_tokens: 12 }}\n\
+             dataset:\n  - {{ id: capital, vars: {{ input: What is the capital of France? Answer in one word. }}, \
+             expected: The capital of France is Paris. }}\n\
+             default_assertions:\n  - {{ type: similar, threshold: 0.5 }}\n"
+        ),
+    )
+    .unwrap();
+    let against = format!("{}/v1", target.base);
+    let dir_path = dir.path().to_owned();
+    let run = tokio::task::spawn_blocking(move || {
+        pasarela(
+            &dir_path,
+            &[
+                "eval",
+                "run",
+                "s.yaml",
+                "--against",
+                &against,
+                "--output",
+                "json",
+                "r.json",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}\n{stderr}",
+        String::from_utf8_lossy(&run.stdout)
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    let verdict = &report["results"][0]["verdicts"][0];
+    assert!(verdict["metric"].as_f64().unwrap() > 0.5, "{verdict}");
+    target.stop().await;
 }
