@@ -269,17 +269,7 @@ fn list(args: ListArgs) -> anyhow::Result<()> {
     reason = "the comparison is this command's output"
 )]
 fn print_comparison(c: &evals::Comparison) {
-    let against = c
-        .baseline_run
-        .map_or_else(|| "the baseline".to_owned(), |id| format!("run {id}"));
-    println!(
-        "against {against}: {} regressions, {} fixed, {} unchanged, {} new, {} gone",
-        c.regressions.len(),
-        c.fixes.len(),
-        c.unchanged,
-        c.added.len(),
-        c.removed.len()
-    );
+    println!("{}", c.summary());
     for k in &c.regressions {
         println!("  REGRESSED {} / {}", k.target, k.case_id);
     }

@@ -32,6 +32,23 @@ pub struct Comparison {
     pub unchanged: usize,
 }
 
+impl Comparison {
+    /// `against run 12: 1 regressions, 0 fixed, 5 unchanged, 0 new, 0 gone`.
+    pub fn summary(&self) -> String {
+        let against = self
+            .baseline_run
+            .map_or_else(|| "the baseline".to_owned(), |id| format!("run {id}"));
+        format!(
+            "against {against}: {} regressions, {} fixed, {} unchanged, {} new, {} gone",
+            self.regressions.len(),
+            self.fixes.len(),
+            self.unchanged,
+            self.added.len(),
+            self.removed.len()
+        )
+    }
+}
+
 /// Whether each case passed in `run`: all its attempts did.
 fn outcomes(run: &RunReport) -> BTreeMap<CaseKey, bool> {
     let mut cases = BTreeMap::new();

@@ -48,18 +48,7 @@ pub fn render(run: &RunReport) -> String {
         );
     }
     if let Some(c) = &run.baseline {
-        let against = c
-            .baseline_run
-            .map_or_else(|| "the baseline".to_owned(), |id| format!("run {id}"));
-        let _ = writeln!(
-            md,
-            "\nAgainst {against}: **{} regressions**, {} fixed, {} unchanged, {} new, {} gone.",
-            c.regressions.len(),
-            c.fixes.len(),
-            c.unchanged,
-            c.added.len(),
-            c.removed.len()
-        );
+        let _ = writeln!(md, "\n{}.", c.summary());
         for k in &c.regressions {
             let _ = writeln!(md, "- regressed: **{}** · `{}`", cell(&k.target), k.case_id);
         }
