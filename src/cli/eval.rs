@@ -324,8 +324,7 @@ fn run_suites(args: RunArgs) -> anyhow::Result<bool> {
             }
             None => {
                 let gateway = InProcess::start(&config).await?;
-                let endpoint = Endpoint::new(&gateway.url, args.api_key.clone(), timeout)
-                    .map_err(anyhow::Error::msg)?;
+                let endpoint = gateway.endpoint(args.api_key.clone(), timeout)?;
                 (endpoint, "in-process".to_owned(), Some(gateway))
             }
         };
@@ -336,9 +335,7 @@ fn run_suites(args: RunArgs) -> anyhow::Result<bool> {
                 graders.probe().await.map_err(anyhow::Error::msg)?;
                 Some(graders)
             }
-            (None, Some(_), Some(gateway)) => {
-                Some(Endpoint::new(&gateway.url, None, timeout).map_err(anyhow::Error::msg)?)
-            }
+            (None, Some(_), Some(gateway)) => Some(gateway.endpoint(None, timeout)?),
             _ => None,
         };
         let cache_dir = args
@@ -433,6 +430,17 @@ impl InProcess {
         Ok(InProcess { url, stop, serving })
     }
 
+    /// An endpoint for calls to this gateway, cached under `in-process` rather than its port.
+    pub fn endpoint(
+        &self,
+        api_key: Option<SecretString>,
+        timeout: Duration,
+    ) -> anyhow::Result<Endpoint> {
+        Ok(Endpoint::new(&self.url, api_key, timeout)
+            .map_err(anyhow::Error::msg)?
+            .with_identity("in-process"))
+    }
+
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = self.serving.await;
@@ -467,8 +475,7 @@ pub(super) async fn run_gate(
         );
     }
     let gateway = InProcess::start(config).await?;
-    let endpoint =
-        Endpoint::new(&gateway.url, None, Duration::from_secs(300)).map_err(anyhow::Error::msg)?;
+    let endpoint = gateway.endpoint(None, Duration::from_secs(300))?;
     let options = RunOptions {
         concurrency: 8,
         only_targets: Vec::new(),

@@ -34,6 +34,9 @@ pub struct Answer {
 pub struct Endpoint {
     /// Ends in `/v1` (or whatever path the user gave).
     base: String,
+    /// What the response cache knows the endpoint by: its URL, or a name that outlives it (an
+    /// in-process gateway gets a new port every run, but serves the same models).
+    identity: String,
     api_key: Option<SecretString>,
     http: reqwest::Client,
 }
@@ -61,10 +64,17 @@ impl Endpoint {
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
         Ok(Endpoint {
+            identity: base.clone(),
             base,
             api_key,
             http,
         })
+    }
+
+    /// The same endpoint, known to the response cache as `identity`.
+    pub fn with_identity(mut self, identity: &str) -> Endpoint {
+        self.identity = identity.to_owned();
+        self
     }
 
     pub fn base(&self) -> &str {
@@ -194,10 +204,10 @@ impl ResponseCache {
         }
     }
 
-    /// The key: the endpoint, the path and the whole request body.
+    /// The key: the endpoint's identity, the path and the whole request body.
     fn path_for(&self, endpoint: &Endpoint, path: &str, body: &Value) -> PathBuf {
         let mut hash = Sha256::new();
-        hash.update(endpoint.base.as_bytes());
+        hash.update(endpoint.identity.as_bytes());
         hash.update(b"\n");
         hash.update(path.as_bytes());
         hash.update(b"\n");

@@ -90,6 +90,27 @@ fn a_suite_runs_in_process_against_a_registry_prompt_and_the_local_models() {
     let cosine = similar["metric"].as_f64().unwrap();
     assert!(cosine > 0.3 && cosine < 1.0, "{similar}");
     assert_eq!(result["cost_usd"], 0.0, "local models cost nothing");
+    assert_eq!(result["cached"], false);
+
+    // Again, with a new in-process gateway on another port: the answer comes from the cache.
+    let again = pasarela(
+        dir.path(),
+        &["eval", "run", "greet.yaml", "--output", "json", "r.json"],
+    );
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let second: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    assert_eq!(
+        second["results"][0]["cached"], true,
+        "{}",
+        second["results"][0]
+    );
+    assert_eq!(second["results"][0]["output"], result["output"]);
 }
 
 #[test]
