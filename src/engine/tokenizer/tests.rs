@@ -192,11 +192,7 @@ fn stream_decoder_replaces_bytes_that_never_complete() {
     ];
     let special = HashSet::from([0]);
     let spelling = Arc::new(TokenSpelling::sentencepiece(&tokens, &special, true));
-    let mut decoder = StreamDecoder {
-        spelling,
-        pending: Vec::new(),
-        at_start: true,
-    };
+    let mut decoder = StreamDecoder::new(spelling);
     assert_eq!(decoder.step(0), "");
     // The space SentencePiece put before the first word goes, the next one stays.
     assert_eq!(decoder.step(6), "hi");
