@@ -77,10 +77,6 @@ impl Endpoint {
         self
     }
 
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
     /// Checks that the endpoint answers (`GET /models`) and takes the key, so that a wrong URL
     /// or key fails the run at once instead of failing every case. Any other answer will do:
     /// not every compatible server lists its models.

@@ -61,7 +61,7 @@ pub mod text_metrics;
 pub use assertion::{Assertion, Check, Output, Verdict, parse_judgement};
 pub use client::{Endpoint, ResponseCache};
 pub use compare::{CaseKey, Comparison, compare};
-pub use report::{CaseResult, PromptUsed, RunReport, TargetSummary, pass_all_k, pass_at_k};
+pub use report::{CaseResult, PromptUsed, RunReport, TargetSummary};
 pub use runner::{RunError, RunOptions, run};
 pub use suite::{Case, PromptSpec, Suite, SuiteError, Target};
 

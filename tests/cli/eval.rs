@@ -583,3 +583,59 @@ async fn similar_embeds_through_the_graders_endpoint_not_the_target() {
     assert_eq!(target.calls.load(Ordering::SeqCst), 2);
     assert_eq!(graders.calls.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baselines_and_reports_that_cannot_apply_are_refused_with_exit_1() {
+    let addr = start(Api::default()).await;
+    let cli = Arc::new(TestCli::new());
+    let shouty = write(&cli, "shouty.yaml", SUITE);
+    let other = write(&cli, "other.yaml", SUITE);
+    for suite in [&shouty, &other] {
+        let run = eval(&cli, args(suite, addr, &[])).await;
+        assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    }
+    // Runs 1 (shouty) and 2 (other) belong to different suites.
+    let compare = eval(&cli, vec!["compare".into(), "1".into(), "2".into()]).await;
+    assert_eq!(compare.code, Some(1));
+    assert!(
+        compare
+            .stderr
+            .contains("run 1 is of suite shouty and run 2 of suite other"),
+        "{}",
+        compare.stderr
+    );
+    let baseline = eval(&cli, args(&shouty, addr, &["--baseline", "2"])).await;
+    assert_eq!(baseline.code, Some(1));
+    assert!(
+        baseline
+            .stderr
+            .contains("baseline run 2 is of suite other, not shouty"),
+        "{}",
+        baseline.stderr
+    );
+    let missing = eval(&cli, args(&shouty, addr, &["--baseline", "99"])).await;
+    assert_eq!(missing.code, Some(1));
+    assert!(
+        missing.stderr.contains("eval run 99 not found"),
+        "{}",
+        missing.stderr
+    );
+    let bad = eval(&cli, args(&shouty, addr, &["--baseline", "latest"])).await;
+    assert_eq!(bad.code, Some(2), "clap refuses the value: {}", bad.stderr);
+    assert!(
+        bad.stderr.contains("expected `blessed` or a run id"),
+        "{}",
+        bad.stderr
+    );
+
+    // One report file cannot hold two suites.
+    let mut two = args(&shouty, addr, &["--output", "json", "r.json"]);
+    two.insert(2, other.clone());
+    let run = eval(&cli, two).await;
+    assert_eq!(run.code, Some(1));
+    assert!(
+        run.stderr.contains("--output needs a single suite"),
+        "{}",
+        run.stderr
+    );
+}
