@@ -52,7 +52,8 @@ pub struct LocalModelConfig {
     #[serde(default)]
     pub tokenizer: Option<PathBuf>,
     /// Convert 4-bit weights to 8-bit at load: about three times faster decoding on CPUs
-    /// (candle has no SIMD kernel for Q4_1), for 1.6× the memory.
+    /// (candle has no SIMD kernel for Q4_1), for 1.6× the memory. CPU only: a CUDA build
+    /// runs every format as stored.
     #[serde(default = "default_true")]
     pub requantize: bool,
     /// Most sequences decoded together (continuous batching).

@@ -58,13 +58,8 @@ impl ChatModel {
             Some(t) => t,
             None => ChatTemplate::chatml(special())?,
         };
-        let model = LlamaModel::load(
-            &content,
-            &mut file,
-            gguf,
-            &super::device()?,
-            config.requantize,
-        )?;
+        let device = super::device()?;
+        let model = LlamaModel::load(&content, &mut file, gguf, &device, config.requantize)?;
         let declared = model.config().context_length;
         let context_length = config.context_length.map_or(declared, |c| c.min(declared));
         let tokenizer = Arc::new(tokenizer);
@@ -79,8 +74,8 @@ impl ChatModel {
             config.max_batch,
             config.queue_capacity,
         )?;
-        tracing::info!(model = name, file = %gguf.display(), context_length, requantize = config.requantize,
-            "chat model loaded");
+        tracing::info!(model = name, file = %gguf.display(), context_length, requantize = config.requantize && device.is_cpu(),
+            device = %super::device_label(&device), "chat model loaded");
         Ok(ChatModel {
             name: name.to_owned(),
             tokenizer,

@@ -93,7 +93,10 @@ async fn load_one(
                 .parent()
                 .map(std::path::Path::to_path_buf)
                 .unwrap_or_default();
-            let embedder = blocking(move || Embedder::load(&dir, &super::device()?)).await?;
+            let device = super::device()?;
+            let label = super::device_label(&device);
+            let embedder = blocking(move || Embedder::load(&dir, &device)).await?;
+            tracing::info!(model = name, device = %label, "embedding model loaded");
             Ok(LocalModel::Embedding(Arc::new(embedder)))
         }
     }

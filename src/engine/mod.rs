@@ -7,6 +7,8 @@
 
 mod bert;
 pub mod chat;
+#[cfg(all(test, feature = "cuda"))]
+mod cuda_tests;
 pub mod embedder;
 mod error;
 pub mod llama;
@@ -32,6 +34,15 @@ pub fn device() -> Result<candle_core::Device, EngineError> {
     #[cfg(not(feature = "cuda"))]
     {
         Ok(candle_core::Device::Cpu)
+    }
+}
+
+/// How a log line names where a model runs: `cpu`, `cuda:0`.
+pub fn device_label(device: &candle_core::Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_owned(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
     }
 }
 

@@ -131,12 +131,14 @@ impl SequenceCache {
         let (n, n_head, head_dim) = q.dims3()?;
         let n_kv = self.n_kv_head;
         // Grouped-query attention: the `group` query heads sharing a KV head are adjacent,
-        // so they become rows of one matmul against that head's keys, without copying K/V.
+        // so they become rows of one matmul against that head's keys. K and V are copied
+        // head-major: CUDA's batched matmul refuses the cache's position-major strides (the
+        // CPU's gemm would take them, but the CPU normally attends in `cpu_attention`).
         let group = n_head / n_kv;
         let total = self.len + n;
         let kv = self.layer(layer)?;
-        let k = kv.k.narrow(0, 0, total)?.transpose(0, 1)?; // [n_kv, total, d]
-        let v = kv.v.narrow(0, 0, total)?.transpose(0, 1)?;
+        let k = kv.k.narrow(0, 0, total)?.transpose(0, 1)?.contiguous()?; // [n_kv, total, d]
+        let v = kv.v.narrow(0, 0, total)?.transpose(0, 1)?.contiguous()?;
 
         let q = if n == 1 {
             q.reshape((n_kv, group, head_dim))?

@@ -66,8 +66,11 @@ impl LlamaModel {
     }
 
     /// Loads weights from parsed GGUF content. `requantize` converts Q4_0/Q4_1/Q5_x weight
-    /// matrices to Q8_0 at load: candle has no SIMD kernel for most of them on x86, and Q8_0
-    /// decodes about three times faster than Q4_1 (at twice the memory).
+    /// matrices to Q8_0 at load on the CPU: candle has no SIMD kernel for most of them on x86,
+    /// and Q8_0 decodes about three times faster than Q4_1 (at twice the memory). On a GPU it
+    /// does nothing: candle's CUDA kernels take every format, and the 4-bit weights are half
+    /// the memory traffic. (candle 0.11's quantizing of a CUDA tensor also leaves the buffer's
+    /// tail padding unset, which its prompt-sized kernels read: garbage logits.)
     pub fn load(
         content: &Content,
         file: &mut File,
@@ -75,7 +78,7 @@ impl LlamaModel {
         device: &Device,
         requantize: bool,
     ) -> Result<Self, EngineError> {
-        let precision = match requantize {
+        let precision = match requantize && device.is_cpu() {
             true => weights::Precision::Q8_0,
             false => weights::Precision::AsStored,
         };
