@@ -74,7 +74,7 @@ impl ChatModel {
             config.max_batch,
             config.queue_capacity,
         )?;
-        tracing::info!(model = name, file = %gguf.display(), context_length, requantize = config.requantize && device.is_cpu(),
+        tracing::info!(model = name, file = %gguf.display(), context_length, requantize = LlamaModel::requantizes(config.requantize, &device),
             device = %super::device_label(&device), "chat model loaded");
         Ok(ChatModel {
             name: name.to_owned(),

@@ -6,30 +6,12 @@ use candle_core::Device;
 
 use super::embedder::Embedder;
 use super::llama::LlamaModel;
-use super::testing::{chat_gguf, embedder_dir, model_lock};
+use super::testing::{
+    SMOLLM2_PROMPT as PROMPT, chat_gguf, embedder_dir, max_abs_diff, model_lock, top_k,
+};
 
 fn cuda() -> Device {
     Device::new_cuda(0).expect("CUDA device 0")
-}
-
-/// A ChatML prompt for SmolLM2 ("You are a helpful AI assistant named SmolLM, trained by
-/// Hugging Face" / "Hello world"), 32 tokens: more rows than the one-row decode kernels take.
-const PROMPT: [u32; 32] = [
-    1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
-    19712, 8182, 2, 198, 1, 4093, 198, 19556, 905, 2, 198, 1, 520, 9531, 198,
-];
-
-fn ranked(logits: &[f32]) -> Vec<usize> {
-    let mut ids: Vec<usize> = (0..logits.len()).collect();
-    ids.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]));
-    ids
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max)
 }
 
 /// How far the GPU's logits may be from the CPU's, in units of how far the CPU's own logits
@@ -51,8 +33,8 @@ impl Tolerance {
             return;
         }
         let diff = max_abs_diff(cpu, gpu);
-        let (c, g) = (ranked(cpu), ranked(gpu));
-        let lead = cpu[c[0]] - cpu[c[1]];
+        let (c, g) = (top_k(cpu, 2), top_k(gpu, 1));
+        let lead = cpu[c[0] as usize] - cpu[c[1] as usize];
         eprintln!(
             "{step}: max |cpu - gpu| {diff:.3} (allowed {:.3}), top-1 cpu {} gpu {} (cpu lead {lead:.3})",
             self.scale, c[0], g[0]
@@ -97,7 +79,7 @@ fn the_chat_model_on_cuda_gives_the_cpus_logits() {
             n => format!("decode {n}"),
         };
         tolerance.check(&name, &c, &g, &mut failures);
-        let next = ranked(&c)[0] as u32;
+        let next = top_k(&c, 1)[0];
         c = cpu
             .decode_batch(&[next], &mut [&mut cpu_cache])
             .unwrap()
@@ -117,7 +99,7 @@ fn the_chat_model_on_cuda_gives_the_cpus_logits() {
     let tolerance = Tolerance {
         scale: 4.0 * max_abs_diff(&c, &q) + 0.5,
     };
-    let next = ranked(&c)[0] as u32;
+    let next = top_k(&c, 1)[0];
     let fresh_prompt = &PROMPT[..20];
     let (mut fresh_gpu, mut fresh_cpu) = (gpu.new_cache(), cpu.new_cache());
     let mut both = gpu

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::Embedder;
 use crate::engine::EngineError;
-use crate::engine::testing::{embedder_dir, model_lock};
+use crate::engine::testing::{embedder_dir, max_abs_diff, model_lock};
 
 /// Written by tests/data/embeddings/make_reference.py with sentence-transformers.
 #[derive(Deserialize)]
@@ -44,13 +44,6 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
         .sum();
     let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     dot / (norm(a) * norm(b))
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// A scratch directory under the system's temp dir, removed when dropped.

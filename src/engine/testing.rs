@@ -27,10 +27,6 @@ fn require(path: PathBuf, test: &str) -> Option<PathBuf> {
 }
 
 /// SmolLM2-135M-Instruct, Q4_1 GGUF.
-#[allow(
-    dead_code,
-    reason = "for the chat engine's tests, which are not written yet"
-)]
 pub fn chat_gguf(test: &str) -> Option<PathBuf> {
     require(
         models_dir().join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -39,10 +35,6 @@ pub fn chat_gguf(test: &str) -> Option<PathBuf> {
 }
 
 /// all-MiniLM-L6-v2: a directory with config.json, model.safetensors and tokenizer.json.
-#[allow(
-    dead_code,
-    reason = "for the embedder's tests, which live on another branch until merged"
-)]
 pub fn embedder_dir(test: &str) -> Option<PathBuf> {
     let weights = require(
         models_dir().join("all-minilm-l6-v2/model.safetensors"),
@@ -59,4 +51,27 @@ pub fn model_lock() -> std::sync::MutexGuard<'static, ()> {
     // A test that failed while holding the lock leaves nothing behind worth protecting.
     LOCK.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A ChatML prompt for SmolLM2 ("You are a helpful AI assistant named SmolLM, trained by
+/// Hugging Face" / "Hello world"), 32 tokens.
+pub const SMOLLM2_PROMPT: [u32; 32] = [
+    1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
+    19712, 8182, 2, 198, 1, 4093, 198, 19556, 905, 2, 198, 1, 520, 9531, 198,
+];
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The ids of the `k` largest logits, largest first.
+pub fn top_k(logits: &[f32], k: usize) -> Vec<u32> {
+    let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
+    ids.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
+    ids.truncate(k);
+    ids
 }

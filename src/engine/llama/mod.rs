@@ -78,11 +78,16 @@ impl LlamaModel {
         device: &Device,
         requantize: bool,
     ) -> Result<Self, EngineError> {
-        let precision = match requantize && device.is_cpu() {
+        let precision = match Self::requantizes(requantize, device) {
             true => weights::Precision::Q8_0,
             false => weights::Precision::AsStored,
         };
         Self::load_as(content, file, path, device, precision)
+    }
+
+    /// Whether [`LlamaModel::load`] re-quantizes: when asked to, on the CPU only.
+    pub fn requantizes(requested: bool, device: &Device) -> bool {
+        requested && device.is_cpu()
     }
 
     fn load_as(

@@ -9,22 +9,7 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_llama::ModelWeights;
 
 use super::*;
-use crate::engine::testing::chat_gguf;
-
-/// A ChatML prompt for SmolLM2 ("You are a helpful AI assistant named SmolLM, trained by
-/// Hugging Face" / "Hello world"), 32 tokens.
-const PROMPT: [u32; 32] = [
-    1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407,
-    19712, 8182, 2, 198, 1, 4093, 198, 19556, 905, 2, 198, 1, 520, 9531, 198,
-];
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
+use crate::engine::testing::{SMOLLM2_PROMPT as PROMPT, chat_gguf, max_abs_diff, top_k};
 
 fn argmax(logits: &[f32]) -> u32 {
     let mut best = 0;
@@ -34,13 +19,6 @@ fn argmax(logits: &[f32]) -> u32 {
         }
     }
     best as u32
-}
-
-fn top_k(logits: &[f32], k: usize) -> Vec<u32> {
-    let mut ids: Vec<u32> = (0..logits.len() as u32).collect();
-    ids.sort_by(|a, b| logits[*b as usize].total_cmp(&logits[*a as usize]));
-    ids.truncate(k);
-    ids
 }
 
 fn open(path: &Path, requantize: bool) -> LlamaModel {
