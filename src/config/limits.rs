@@ -25,6 +25,9 @@ pub struct LimitsConfig {
     pub redis_prefix: String,
     /// How long a rate check waits for Redis before it is counted on this replica instead.
     pub redis_timeout_ms: u64,
+    /// How long cells a replica leased ahead from a busy key's shared bucket may be spent
+    /// there before what is left goes back; 0: every check is a round trip to Redis.
+    pub redis_lease_ms: u64,
 }
 
 impl LimitsConfig {
@@ -33,6 +36,10 @@ impl LimitsConfig {
 
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    pub fn redis_lease(&self) -> Duration {
+        Duration::from_millis(self.redis_lease_ms)
     }
 }
 
@@ -46,6 +53,9 @@ impl Default for LimitsConfig {
             // Far above a round trip inside a data centre (well under a millisecond), far below
             // what a client would notice.
             redis_timeout_ms: 100,
+            // Long enough that a key busy enough to lease takes hundreds of checks per round
+            // trip; short enough that cells a replica stops needing soon go back.
+            redis_lease_ms: 1000,
         }
     }
 }
@@ -67,6 +77,9 @@ pub struct RequestLogConfig {
     pub buffer: usize,
     /// Most rows written in one transaction.
     pub batch: usize,
+    /// Longest a record waits for its batch to fill before it is written: a steady flow of
+    /// requests costs one transaction (one sync of the store) per interval, not one each.
+    pub flush_interval_ms: u64,
     /// Rows older than this are deleted; 0 keeps them forever.
     pub retention_days: u32,
     /// How often old rows are looked for.
@@ -99,6 +112,7 @@ impl Default for RequestLogConfig {
             keys: BTreeMap::new(),
             buffer: 10_000,
             batch: 500,
+            flush_interval_ms: 100,
             retention_days: 30,
             prune_interval_secs: 3600,
             redact_keys: Vec::new(),

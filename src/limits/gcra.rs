@@ -36,7 +36,7 @@ impl Quota {
         }
     }
 
-    fn interval_nanos(&self) -> u128 {
+    pub(super) fn interval_nanos(&self) -> u128 {
         self.period.as_nanos() / u128::from(self.limit.max(1))
     }
 

@@ -7,6 +7,7 @@ mod api_keys;
 mod estimate;
 mod gcra;
 mod governed;
+mod lease;
 mod per_ip;
 mod shared;
 mod spend;

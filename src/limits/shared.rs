@@ -2,9 +2,10 @@
 //! (`limits.redis_url`). A request's checks are one round trip: a Lua script (EVALSHA, loaded
 //! again on NOSCRIPT) that takes from its request and token buckets atomically, with the
 //! arithmetic of [`Quota`] on Redis' own clock, so that a key behaves the same on one replica
-//! or many. Settlements after the response are batched: one script call per
-//! [`SETTLE_INTERVAL`] for all of them. Every request shares one multiplexed connection; none
-//! sets one up.
+//! or many. A busy key's checks mostly skip even that round trip: a check that goes to Redis
+//! may lease cells ahead for the next ones on this replica (`lease`). Settlements after the
+//! response are batched: one script call per [`SETTLE_INTERVAL`] for all of them. Every
+//! request shares one multiplexed connection; none sets one up.
 //!
 //! Redis is a helper, never a dependency: a check that fails or gets no answer within
 //! `limits.redis_timeout_ms` is counted on this replica (the caller's local limiter) instead,
@@ -25,73 +26,24 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::gcra::{Quota, Refused};
+use super::lease::{LEASE_FLOOR, Lease};
 use super::virtual_keys::RateStatus;
 use crate::telemetry::names;
 
-/// Takes cells from buckets in turn, atomically: `Quota::take` in microseconds. KEYS are the
-/// buckets; ARGV[1] is `now` (µs) or empty for Redis' clock, then four per bucket: interval,
-/// period, cost, limit. Replies three numbers per bucket tried: `1, used, 0` (the bucket is
-/// full for `used` more µs) or `0, used, retry` (`retry` -1: the cost exceeds the limit). The
-/// first refusal ends it: later buckets are not charged for a request that will not run. A
-/// key expires when its bucket is empty again, which is the state of no key.
-const TAKE: &str = r"
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local reply = {}
-for i, key in ipairs(KEYS) do
-  local a = (i - 1) * 4 + 1
-  local interval, period = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
-  local cost, limit = tonumber(ARGV[a + 3]), tonumber(ARGV[a + 4])
-  local tat = tonumber(redis.call('GET', key)) or 0
-  local base = math.max(tat, now)
-  local next = base + interval * cost
-  if next - now > period then
-    local retry = -1
-    if cost <= limit then retry = next - now - period end
-    table.insert(reply, 0)
-    table.insert(reply, base - now)
-    table.insert(reply, retry)
-    return reply
-  end
-  redis.call('SET', key, string.format('%.0f', next), 'PX', math.ceil((next - now) / 1000) + 1)
-  table.insert(reply, 1)
-  table.insert(reply, next - now)
-  table.insert(reply, 0)
-end
-return reply
-";
+/// Takes cells from buckets in turn, atomically: `Quota::take` in microseconds, plus a lease.
+/// KEYS are the buckets; ARGV[1] is `now` (µs) or empty for Redis' clock, then six per bucket:
+/// interval, period, cost, limit, extra (cells asked beyond the cost, to lease) and floor (the
+/// room a lease must leave above half the limit). Replies four numbers per bucket tried:
+/// `1, used, 0, leased` (the bucket is full for `used` more µs, the lease included) or
+/// `0, used, retry, 0` (`retry` -1: the cost exceeds the limit). The first refusal ends it:
+/// later buckets are not charged for a request that will not run. A key expires when its
+/// bucket is empty again, which is the state of no key.
+const TAKE: &str = include_str!("lua/take.lua");
 
 /// Charges (delta > 0) or gives back (delta < 0) cells after the fact: `Quota::adjust`. KEYS
 /// are the buckets; ARGV[1] is `now` or empty, then two per bucket: interval, delta. Replies
 /// `used` per bucket, as `TAKE` does.
-const ADJUST: &str = r"
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local reply = {}
-for i, key in ipairs(KEYS) do
-  local interval, delta = tonumber(ARGV[i * 2]), tonumber(ARGV[i * 2 + 1])
-  local tat = tonumber(redis.call('GET', key)) or 0
-  local next
-  if delta >= 0 then
-    next = math.max(tat, now) + interval * delta
-  else
-    next = math.max(tat + interval * delta, now)
-  end
-  if next > now then
-    redis.call('SET', key, string.format('%.0f', next), 'PX', math.ceil((next - now) / 1000) + 1)
-  else
-    redis.call('DEL', key)
-  end
-  table.insert(reply, next - now)
-end
-return reply
-";
+const ADJUST: &str = include_str!("lua/adjust.lua");
 
 /// Settlements wait at most this long to go to Redis together: one script call per interval
 /// whatever the request rate, instead of one per request.
@@ -140,6 +92,8 @@ pub struct SharedLimits {
     up: AtomicBool,
     prefix: String,
     timeout: Duration,
+    /// How long leased cells may be spent here; zero: every check goes to Redis.
+    lease_ttl: Duration,
     take: Script,
     adjust: Script,
     wake_probe: Notify,
@@ -166,6 +120,7 @@ impl SharedLimits {
         url: &SecretString,
         prefix: &str,
         timeout: Duration,
+        lease_ttl: Duration,
     ) -> Result<Arc<SharedLimits>, SharedError> {
         let client =
             redis::Client::open(url.expose_secret()).map_err(|e| SharedError(e.to_string()))?;
@@ -176,6 +131,7 @@ impl SharedLimits {
             up: AtomicBool::new(false),
             prefix: prefix.to_owned(),
             timeout,
+            lease_ttl,
             take: Script::new(TAKE),
             adjust: Script::new(ADJUST),
             wake_probe: Notify::new(),
@@ -208,6 +164,7 @@ impl SharedLimits {
             key: format!("{}:{}:{id}", self.prefix, kind.as_str()),
             kind,
             quota,
+            lease: Arc::new(Lease::new()),
         }
     }
 
@@ -425,6 +382,7 @@ pub struct SharedBucket {
     key: String,
     kind: RateKind,
     quota: Quota,
+    lease: Arc<Lease>,
 }
 
 impl SharedBucket {
@@ -434,6 +392,29 @@ impl SharedBucket {
     async fn take(&self, cost: u64) -> Option<Result<RateStatus, Refused>> {
         let mut taken = take_together(&[(self, cost)]).await?;
         taken.pop()
+    }
+
+    /// Keeps `cells` leased by a check after which the bucket was used for `used` nanoseconds,
+    /// and gives back what is left of them when the lease ends.
+    fn leased(&self, cells: u64, used: u128) {
+        let ttl = self.limits.lease_ttl;
+        let Some(generation) = self.lease.grant(cells, used, ttl) else {
+            return;
+        };
+        let (lease, limits) = (self.lease.clone(), self.limits.clone());
+        let (key, quota) = (self.key.clone(), self.quota);
+        tokio::spawn(async move {
+            tokio::time::sleep(ttl).await;
+            let left = lease.end(generation);
+            if left > 0 {
+                limits.queue_settlement(Settlement {
+                    key,
+                    quota,
+                    delta: -i64::try_from(left).unwrap_or(i64::MAX),
+                    then: Box::new(|_| {}),
+                });
+            }
+        });
     }
 
     /// Charges or gives back `delta` cells with the next batch of settlements (within
@@ -462,13 +443,37 @@ impl SharedBucket {
     }
 }
 
-/// Takes `cost` cells from each bucket in turn, in one round trip, stopping at the first that
-/// refuses: one result per bucket tried. `None` when Redis did not answer, for the caller to
-/// count every bucket locally. The buckets must share one connection (one `SharedLimits`).
+/// Takes `cost` cells from each bucket in turn, stopping at the first that refuses: one result
+/// per bucket tried. From cells leased here when every bucket has enough, else in one round
+/// trip (which may lease more). `None` when Redis did not answer, for the caller to count every
+/// bucket locally. The buckets must share one connection (one `SharedLimits`), and be given in
+/// the same order by every caller (their leases are locked in that order).
 pub async fn take_together(
     takes: &[(&SharedBucket, u64)],
 ) -> Option<Vec<Result<RateStatus, Refused>>> {
+    if let Some(spent) = spend_leased(takes) {
+        return Some(spent);
+    }
     take_together_at(takes, None).await
+}
+
+/// Spends every bucket's `cost` from its lease, or none when one of them has too few cells.
+fn spend_leased(takes: &[(&SharedBucket, u64)]) -> Option<Vec<Result<RateStatus, Refused>>> {
+    let now = std::time::Instant::now();
+    let mut states = Vec::with_capacity(takes.len());
+    for (bucket, cost) in takes {
+        let state = bucket.lease.lock()?;
+        if !state.covers(*cost, now) {
+            return None;
+        }
+        states.push(state);
+    }
+    let spent = takes
+        .iter()
+        .zip(&mut states)
+        .map(|((bucket, cost), state)| Ok(state.spend(*cost, &bucket.quota, now)))
+        .collect();
+    Some(spent)
 }
 
 /// `now`: microseconds on a clock of the caller's, for tests; `None`: Redis' clock.
@@ -478,24 +483,40 @@ async fn take_together_at(
 ) -> Option<Vec<Result<RateStatus, Refused>>> {
     let (first, _) = takes.first()?;
     let limits = &first.limits;
+    let leasing = !limits.lease_ttl.is_zero();
+    let asking: Vec<_> = takes
+        .iter()
+        .map(|(bucket, cost)| leasing.then(|| bucket.lease.ask(*cost)).flatten())
+        .collect();
     let mut call = limits.take.prepare_invoke();
     call.arg(now_arg(now));
-    for (bucket, cost) in takes {
+    for ((bucket, cost), asking) in takes.iter().zip(&asking) {
         let q = bucket.quota;
         call.key(&bucket.key)
             .arg(micros_arg(q.interval_micros()))
             .arg(micros_arg(q.period_micros()))
             .arg(*cost)
-            .arg(q.limit);
+            .arg(q.limit)
+            .arg(asking.as_ref().map_or(0, |a| a.extra))
+            .arg(cost.saturating_mul(LEASE_FLOOR));
     }
     let kinds: Vec<RateKind> = takes.iter().map(|(b, _)| b.kind).collect();
     let reply: Vec<i64> = limits.eval(&kinds, &call).await?;
     let mut results = Vec::with_capacity(takes.len());
-    for ((bucket, _), answer) in takes.iter().zip(reply.chunks(3)) {
+    for ((bucket, _), answer) in takes.iter().zip(reply.chunks(4)) {
         let q = bucket.quota;
         match answer {
-            [1, used, _] => results.push(Ok(q.status(nanos(*used), 0))),
-            [0, used, retry] => {
+            [1, used, _, leased] => {
+                let leased = u64::try_from(*leased).unwrap_or(0);
+                let used = nanos(*used);
+                if leased > 0 {
+                    bucket.leased(leased, used);
+                }
+                // The cells leased are this replica's to spend: free, as the client sees it.
+                let held = u128::from(leased) * q.interval_nanos();
+                results.push(Ok(q.status(used.saturating_sub(held), 0)));
+            }
+            [0, used, retry, _] => {
                 let retry = u64::try_from(*retry).ok().map(|r| u128::from(r) * 1000);
                 results.push(Err(q.refused(nanos(*used), retry)));
                 break;

@@ -8,8 +8,14 @@ use super::*;
 
 const MS: u64 = 1000;
 
-/// A connection under a prefix of this test's own, or None (after saying so) without Redis.
+/// A connection under a prefix of this test's own that never leases (the scripts' arithmetic
+/// is checked exactly), or None (after saying so) without Redis.
 async fn shared_limits(test: &str) -> Option<Arc<SharedLimits>> {
+    connect(test, Duration::ZERO).await
+}
+
+/// As [`shared_limits`], with leases that last `lease_ttl`.
+async fn connect(test: &str, lease_ttl: Duration) -> Option<Arc<SharedLimits>> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let url = std::env::var("PASARELA_TEST_REDIS_URL")
         .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
@@ -23,6 +29,7 @@ async fn shared_limits(test: &str) -> Option<Arc<SharedLimits>> {
         &SecretString::from(url.clone()),
         &prefix,
         Duration::from_secs(1),
+        lease_ttl,
     )
     .await
     .unwrap();
@@ -245,6 +252,7 @@ async fn without_redis_checks_are_left_to_the_replica_at_once() {
         "pasarela-test",
         // Long, so that a check that waited for Redis would show.
         Duration::from_secs(5),
+        Duration::from_secs(1),
     )
     .await
     .unwrap();
@@ -268,7 +276,136 @@ fn an_unusable_url_is_refused_without_echoing_it() {
             &SecretString::from("redis://:hunter2@".to_owned()),
             "p",
             Duration::from_millis(100),
+            Duration::from_secs(1),
         ))
         .unwrap_err();
     assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+/// How long the bucket stays in Redis: its use in ms (it expires when full again).
+async fn used_ms(redis: &SharedLimits, bucket: &SharedBucket) -> i64 {
+    let mut conn = redis.connection().unwrap().conn;
+    redis::cmd("PTTL")
+        .arg(&bucket.key)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_busy_key_leases_cells_ahead_and_spends_them_here_without_a_round_trip() {
+    let Some(redis) = connect(
+        "a_busy_key_leases_cells_ahead_and_spends_them_here_without_a_round_trip",
+        Duration::from_secs(60),
+    )
+    .await
+    else {
+        return;
+    };
+    // One cell every 10 ms: 1 + 8 leased cells are 90 ms in Redis.
+    let bucket = redis.bucket(&hash(11), RateKind::Requests, Quota::per_minute(6000));
+    let first = bucket.take(1).await.unwrap().unwrap();
+    assert_eq!(first.remaining, 5999, "leased cells count as free");
+    let leased = used_ms(&redis, &bucket).await;
+    assert!((80..=91).contains(&leased), "{leased} ms");
+    let mut conn = redis.connection().unwrap().conn;
+    let tat = || {
+        let mut conn = conn.clone();
+        let key = bucket.key.clone();
+        async move {
+            redis::cmd("GET")
+                .arg(&key)
+                .query_async::<String>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    let before = tat().await;
+    for spent in 2..=9 {
+        let status = bucket.take(1).await.unwrap().unwrap();
+        assert!(
+            (6000 - spent..=6000 - spent + 2).contains(&status.remaining),
+            "{spent} spent: {} left",
+            status.remaining
+        );
+    }
+    assert_eq!(
+        tat().await,
+        before,
+        "the eight leased cells never went to Redis"
+    );
+    // The lease ran out while it held: the next check goes to Redis and leases twice as many.
+    bucket.take(1).await.unwrap().unwrap();
+    let after: i64 = redis::cmd("PTTL")
+        .arg(&bucket.key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        (240..=261).contains(&after),
+        "1 + 16 more cells: {after} ms"
+    );
+}
+
+#[tokio::test]
+async fn a_lease_that_ends_gives_back_the_cells_left() {
+    let Some(redis) = connect(
+        "a_lease_that_ends_gives_back_the_cells_left",
+        Duration::from_millis(50),
+    )
+    .await
+    else {
+        return;
+    };
+    // Tokens: 100 per request, one token every 4.3 ms; 8 requests' worth leased are 3.4 s.
+    let bucket = redis.bucket(&hash(12), RateKind::Tokens, Quota::per_minute(14_000));
+    bucket.take(100).await.unwrap().unwrap();
+    assert!(used_ms(&redis, &bucket).await > 3500);
+    // The lease ends here; its settlement goes with the next batch.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while bucket
+        .lease
+        .lock()
+        .unwrap()
+        .covers(1, std::time::Instant::now())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease never ended"
+        );
+        tokio::task::yield_now().await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while redis.settlements.lock().unwrap().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "nothing given back");
+        tokio::task::yield_now().await;
+    }
+    redis.settle_queued(None).await;
+    let used = used_ms(&redis, &bucket).await;
+    assert!(
+        used <= 430,
+        "only the request's own 100 tokens stay used: {used} ms"
+    );
+}
+
+#[tokio::test]
+async fn small_and_half_spent_buckets_are_counted_exactly() {
+    let Some(redis) = connect(
+        "small_and_half_spent_buckets_are_counted_exactly",
+        Duration::from_secs(60),
+    )
+    .await
+    else {
+        return;
+    };
+    // 100 a minute has no room for 64 requests above its half: 600 ms a cell, no lease.
+    let small = redis.bucket(&hash(13), RateKind::Requests, Quota::per_minute(100));
+    small.take(1).await.unwrap().unwrap();
+    assert!((590..=601).contains(&used_ms(&redis, &small).await));
+    // 1000 a minute, 60 ms a cell, 600 spent: past half, no lease either.
+    let spent = redis.bucket(&hash(14), RateKind::Requests, Quota::per_minute(1000));
+    spent.take(600).await.unwrap().unwrap();
+    spent.take(1).await.unwrap().unwrap();
+    let used = used_ms(&redis, &spent).await;
+    assert!((36_000..=36_061).contains(&used), "601 cells: {used} ms");
 }

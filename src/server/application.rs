@@ -82,6 +82,7 @@ impl Application {
                     url,
                     &config.limits.redis_prefix,
                     config.limits.redis_timeout(),
+                    config.limits.redis_lease(),
                 )
                 .await?,
             ),

@@ -309,3 +309,43 @@ async fn a_full_buffer_drops_and_counts_entries_and_requests_stay_fast_while_the
         "what was not dropped is written"
     );
 }
+
+#[tokio::test]
+async fn the_writer_gathers_rows_into_full_batches_and_holds_a_partial_one_for_its_interval() {
+    let up = OpenAiUpstream::start(Reply::Chat("ok".into())).await;
+    let dir = tempfile::tempdir().unwrap();
+    // An interval far longer than the test: only full batches can be written while it runs.
+    let app = gateway(&up, dir.path(), "batch = 5\nflush_interval_ms = 600000\n").await;
+    let key = create_key(&app, json!({"name": "team-a"})).await;
+    let written = |metrics: &str| counter(metrics, "pasarela_request_log_written_total");
+    let before = written(&app.get("/metrics").await.text().await.unwrap());
+
+    const REQUESTS: u64 = 12;
+    for _ in 0..REQUESTS {
+        let resp = chat_as(&app, &key, &user_message("gpt-test", "hi")).await;
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+    }
+    // Records are offered when their response is over: poll until two batches are in.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = app.get("/metrics").await.text().await.unwrap();
+        if written(&metrics) - before >= 10 {
+            break metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "two full batches never written\n{metrics}"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(
+        written(&metrics) - before,
+        10,
+        "the last two records wait for their batch to fill or the interval to pass"
+    );
+
+    // A graceful stop writes the partial batch at once.
+    app.stop().await;
+    assert_eq!(logged(dir.path()).await.len() as u64, REQUESTS);
+}

@@ -71,7 +71,13 @@ impl RequestLog {
         }
         let redactor = Redactor::new(&config.redact_keys, &config.redact_patterns)?;
         let (tx, rx) = mpsc::channel(config.buffer);
-        let writer = LogWriter::spawn(rx, store.request_log(), config.batch, redactor);
+        let writer = LogWriter::spawn(
+            rx,
+            store.request_log(),
+            config.batch,
+            std::time::Duration::from_millis(config.flush_interval_ms),
+            redactor,
+        );
         if config.retention_days > 0 {
             writer::spawn_pruner(
                 store.request_log(),

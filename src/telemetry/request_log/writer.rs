@@ -1,6 +1,9 @@
-//! The request log's background tasks: the writer, which takes what the buffer holds (up to
-//! a batch), redacts it and stores it in one transaction, and the pruner, which deletes rows
-//! past their retention.
+//! The request log's background tasks: the writer, which gathers what the buffer holds (up
+//! to a batch, waiting at most the flush interval for it to fill), redacts it and stores it in
+//! one transaction, and the pruner, which deletes rows past their retention.
+//!
+//! Gathering matters under load: a writer that wrote whatever had arrived would commit a small
+//! transaction per wake-up, each a sync of the store, on the cores that serve the requests.
 //!
 //! The writer redacts on a blocking thread: sampled bodies may be large, and scanning them
 //! is CPU work that must not hold up the async runtime.
@@ -30,10 +33,15 @@ impl LogWriter {
         rx: mpsc::Receiver<Pending>,
         rows: RequestLogRows,
         batch: usize,
+        flush_interval: Duration,
         redactor: Redactor,
     ) -> LogWriter {
         let stop = CancellationToken::new();
-        let task = tokio::spawn(run(rx, rows, batch, Arc::new(redactor), stop.clone()));
+        let gather = Gather {
+            batch,
+            flush_interval,
+        };
+        let task = tokio::spawn(run(rx, rows, gather, Arc::new(redactor), stop.clone()));
         LogWriter { stop, task }
     }
 
@@ -51,14 +59,22 @@ impl LogWriter {
     }
 }
 
+/// How the writer fills a transaction.
+#[derive(Debug, Clone, Copy)]
+struct Gather {
+    batch: usize,
+    flush_interval: Duration,
+}
+
 async fn run(
     mut rx: mpsc::Receiver<Pending>,
     rows: RequestLogRows,
-    batch: usize,
+    gather: Gather,
     redactor: Arc<Redactor>,
     stop: CancellationToken,
 ) {
     tracing::debug!(task = "request-log-writer", "started");
+    let batch = gather.batch;
     let mut buf = Vec::with_capacity(batch);
     loop {
         tokio::select! {
@@ -68,6 +84,7 @@ async fn run(
                 if n == 0 {
                     break;
                 }
+                fill(&mut rx, &mut buf, gather, &stop).await;
                 write(&rows, &redactor, std::mem::take(&mut buf)).await;
             }
             () = stop.cancelled() => {
@@ -84,6 +101,29 @@ async fn run(
         }
     }
     tracing::debug!(task = "request-log-writer", "stopped");
+}
+
+/// Adds to `buf` what arrives until it holds a batch, the flush interval has passed since
+/// this call, the buffer's senders are gone, or a flush is asked for.
+async fn fill(
+    rx: &mut mpsc::Receiver<Pending>,
+    buf: &mut Vec<Pending>,
+    gather: Gather,
+    stop: &CancellationToken,
+) {
+    let deadline = tokio::time::Instant::now() + gather.flush_interval;
+    while buf.len() < gather.batch {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            n = rx.recv_many(buf, gather.batch - buf.len()) => {
+                if n == 0 {
+                    return;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => return,
+        }
+    }
 }
 
 async fn write(rows: &RequestLogRows, redactor: &Arc<Redactor>, batch: Vec<Pending>) {
