@@ -6,7 +6,8 @@
 //! Run it alone (other CPU-heavy processes distort it badly):
 //! `cargo run --release --example llama_decode_speed -- path/to/model.gguf [batch …]`
 //! Extra arguments are batch sizes to measure besides 8; `REPEATS` (default 3) sets how many
-//! times each figure is measured (the best is printed).
+//! times each figure is measured (the best is printed); `WEIGHTS=stored` or `WEIGHTS=requantized`
+//! measures only that form (for profiling one of them).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -150,7 +151,13 @@ fn main() -> anyhow::Result<()> {
         path.display(),
         candle_core::utils::get_num_threads()
     );
-    for requantize in [false, true] {
+    let forms: &[bool] = match std::env::var("WEIGHTS").as_deref() {
+        Ok("stored") => &[false],
+        Ok("requantized") => &[true],
+        Ok(other) => anyhow::bail!("WEIGHTS is `stored` or `requantized`, not `{other}`"),
+        Err(_) => &[false, true],
+    };
+    for &requantize in forms {
         let f = measure(&path, requantize, &batches, repeats)?;
         let weights = if requantize {
             "re-quantized to Q8_0"

@@ -86,14 +86,29 @@ fn attend_one(
     }
     let at = |pos: usize| pos * stride + kv_head * d;
 
+    // Scores `[group][visible]`, four positions at a time: one dot product is a chain of
+    // dependent additions, so four run side by side to keep the FMA units busy.
     let mut scores = vec![0f32; group * visible];
-    for pos in 0..visible {
+    let mut pos = 0;
+    while pos + 4 <= visible {
+        let keys: [&[f32]; 4] = std::array::from_fn(|i| column(s.k, at(pos + i), d));
+        for (h, q) in q.chunks_exact(d).enumerate() {
+            let dots = dot4(q, keys);
+            for (i, dot) in dots.into_iter().enumerate() {
+                scores[h * visible + pos + i] = dot * shape.scale;
+            }
+        }
+        pos += 4;
+    }
+    for pos in pos..visible {
         let k = column(s.k, at(pos), d);
         for (h, q) in q.chunks_exact(d).enumerate() {
-            scores[h * visible + pos] = dot(q, k) * shape.scale;
+            scores[h * visible + pos] = dot4(q, [k; 4])[0] * shape.scale;
         }
     }
-    for (h, head_scores) in scores.chunks_exact_mut(visible).enumerate() {
+
+    let mut inverse_sums = Vec::with_capacity(group);
+    for head_scores in scores.chunks_exact_mut(visible) {
         let max = head_scores
             .iter()
             .copied()
@@ -103,38 +118,50 @@ fn attend_one(
             *x = (*x - max).exp();
             sum += *x;
         }
-        let o = &mut out[h * d..(h + 1) * d];
-        o.fill(0.0);
-        for (pos, w) in head_scores.iter().enumerate() {
-            axpy(o, *w, column(s.v, at(pos), d));
+        inverse_sums.push(1.0 / sum);
+    }
+
+    // Values: position by position, every head, each value column read once.
+    out.fill(0.0);
+    for pos in 0..visible {
+        let v = column(s.v, at(pos), d);
+        for (h, o) in out.chunks_exact_mut(d).enumerate() {
+            axpy(o, scores[h * visible + pos], v);
         }
-        let inv = 1.0 / sum;
+    }
+    for (o, inv) in out.chunks_exact_mut(d).zip(inverse_sums) {
         o.iter_mut().for_each(|x| *x *= inv);
     }
 }
 
-/// Eight independent accumulators so that the compiler can keep them in one AVX register
-/// (a single running sum cannot be vectorised: float addition is not reassociated).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8
-        .remainder()
-        .iter()
-        .zip(b8.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a8.zip(b8) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
+/// `q` against four keys. Each product runs in eight lanes of fused multiply-adds, which the
+/// compiler keeps in one vector register per key (float addition is not reassociated, so a
+/// single running sum could not be vectorised).
+fn dot4(q: &[f32], keys: [&[f32]; 4]) -> [f32; 4] {
+    let mut acc = [[0f32; 8]; 4];
+    let q8 = q.chunks_exact(8);
+    let tail = q8.remainder();
+    for (c, q) in q8.enumerate() {
+        for (acc, k) in acc.iter_mut().zip(keys) {
+            let Some(k) = k.get(c * 8..c * 8 + 8) else {
+                continue;
+            };
+            for l in 0..8 {
+                acc[l] = q[l].mul_add(k[l], acc[l]);
+            }
         }
     }
-    acc.iter().sum::<f32>() + tail
+    let body = q.len() - tail.len();
+    std::array::from_fn(|i| {
+        let k_tail = keys[i].get(body..).unwrap_or(&[]);
+        acc[i].iter().sum::<f32>() + tail.iter().zip(k_tail).map(|(a, b)| a * b).sum::<f32>()
+    })
 }
 
+/// `y += a · x`, fused.
 fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
     for (y, x) in y.iter_mut().zip(x) {
-        *y += a * *x;
+        *y = a.mul_add(*x, *y);
     }
 }
 

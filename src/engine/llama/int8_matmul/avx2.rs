@@ -3,7 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{ActRow, BLOCK, GROUP};
+use super::{AVX2_GROUP, ActRow, BLOCK, Line};
 
 /// 32 bytes (i8 or u8 quants) into a vector.
 #[target_feature(enable = "avx2")]
@@ -15,7 +15,7 @@ fn load<T: Copy>(q: &[T; BLOCK]) -> __m256i {
 
 /// Candle's `hsum_float_8`, step for step (the order of the additions fixes the rounding).
 #[target_feature(enable = "avx2,fma")]
-pub(super) fn hsum(x: __m256) -> f32 {
+fn hsum(x: __m256) -> f32 {
     let res = _mm256_extractf128_ps(x, 1);
     let res = _mm_add_ps(res, _mm256_castps256_ps128(x));
     let res = _mm_add_ps(res, _mm_movehl_ps(res, res));
@@ -28,9 +28,9 @@ pub(super) fn hsum(x: __m256) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 pub(super) fn tile<const R: usize>(
     acts: [ActRow<'_>; R],
-    w: &[[u8; GROUP * BLOCK]],
-    w_scales: &[[f32; GROUP]],
-    out: [&mut [f32; GROUP]; R],
+    w: &[[Line; 2]],
+    w_scales: &[[f32; AVX2_GROUP]],
+    out: [&mut [f32; AVX2_GROUP]; R],
 ) {
     let blocks = w.len();
     if w_scales.len() < blocks
@@ -41,7 +41,7 @@ pub(super) fn tile<const R: usize>(
         return;
     }
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_ps(); GROUP]; R];
+    let mut acc = [[_mm256_setzero_ps(); AVX2_GROUP]; R];
     for b in 0..blocks {
         // SAFETY: `b < blocks`, and every slice indexed holds `blocks` items (checked above);
         // unchecked, the loop kept a bounds check per load.
@@ -52,7 +52,10 @@ pub(super) fn tile<const R: usize>(
         // SAFETY: as above.
         let da: [&[f32; 8]; R] =
             std::array::from_fn(|i| unsafe { acts[i].scales.get_unchecked(b) });
-        for (j, wq) in wb.as_chunks::<BLOCK>().0.iter().enumerate() {
+        // The group's four rows: two to a line.
+        let (l0, _) = wb[0].0.as_chunks::<BLOCK>();
+        let (l1, _) = wb[1].0.as_chunks::<BLOCK>();
+        for (j, wq) in [&l0[0], &l0[1], &l1[0], &l1[1]].into_iter().enumerate() {
             let wv = load(wq);
             let aw = _mm256_sign_epi8(wv, wv);
             let dw = _mm256_set1_ps(wd[j]);

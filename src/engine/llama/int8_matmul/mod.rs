@@ -1,16 +1,24 @@
 //! The CPU matmul `x · Wᵀ` for Q8_0 weight matrices on x86_64: the weights are re-laid out
-//! once at load, and a register-tiled kernel computes 4 weight rows × several activation rows
-//! per pass over k. Two kernels, picked once per matrix from what the CPU has:
+//! once at load into groups of rows, and a register-tiled kernel computes one group × several
+//! activation rows per pass over k. Two kernels, picked once per matrix from what the CPU has:
 //! AVX-512 VNNI (`avx512.rs`), else AVX2 + FMA (`avx2.rs`).
 //!
 //! Why not candle's `QMatMul`: on x86 its Q8_0 kernel takes one weight row and one activation
 //! row per pass, converts two f16 scales per 32-value block inside the loop, and loads every
 //! weight vector again for every activation row. Here the scales are f32, prepared at load
 //! (weights) or once per call (activations), and each loaded weight vector serves several
-//! activation rows, each activation vector four weight rows. The arithmetic per (weight row,
-//! activation row) pair is candle's own (same activation quantization, the same exact integer
-//! block sums, same accumulation order and final horizontal sum), so the result equals
-//! candle's bit for bit: swapping kernels changes speed, not logits.
+//! activation rows.
+//!
+//! Both kernels quantize activations as candle does and sum each block's integer products
+//! exactly; they differ in the float steps after that:
+//! - AVX2 keeps candle's own (eight partial sums per block, each scaled and accumulated in its
+//!   lane, then one horizontal sum), so it equals candle bit for bit.
+//! - AVX-512 holds sixteen weight rows per vector, one per lane, so a lane accumulates a whole
+//!   block's integer dot product and adds it, scaled, with one FMA: `acc = fma(dw·da, Σ, acc)`
+//!   block after block. That takes a third of the instructions per multiply-add (this is
+//!   what makes batched decoding and prefill compute-cheap) and rounds once per block instead
+//!   of once per eight values, so its results differ from candle's only in the last bits.
+//!   The tests hold that arithmetic in scalar code, and the kernel equals it bit for bit.
 //!
 //! The work is split over candle's own thread pool (`barrier_pool`), never a second one.
 //!
@@ -31,10 +39,11 @@ use half::f16;
 
 /// Values per quantization block (Q8_0's).
 const BLOCK: usize = 32;
-/// Weight rows per group: the rows one kernel pass reads together.
-const GROUP: usize = 4;
-/// i32 lanes of one block's dot product (each sums 4 adjacent byte products).
-const LANES: usize = BLOCK / 4;
+/// Weight rows per group for AVX2: the rows one kernel pass reads together, each in its own
+/// accumulators.
+const AVX2_GROUP: usize = 4;
+/// Weight rows per group for AVX-512: one per 32-bit lane.
+const AVX512_GROUP: usize = 16;
 
 /// The instruction set a matrix's kernel uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,28 +80,43 @@ impl Isa {
         }
     }
 
+    /// Weight rows per group.
+    fn group(self) -> usize {
+        match self {
+            Isa::Avx2 => AVX2_GROUP,
+            Isa::Avx512Vnni => AVX512_GROUP,
+        }
+    }
+
     /// Activation rows per kernel pass: as many as the registers hold accumulators for
-    /// (4 weight rows × R rows; AVX2 has 16 vector registers, AVX-512 32).
+    /// (AVX2 has 16 vector registers, AVX-512 32, of which 8 hold a block's weights).
     fn tile_rows(self) -> usize {
         match self {
             Isa::Avx2 => 2,
-            Isa::Avx512Vnni => 4,
+            Isa::Avx512Vnni => 8,
         }
     }
 }
 
-/// A Q8_0 matrix `[rows, cols]` laid out for the kernel: rows in groups of [`GROUP`] (the last
-/// group padded with zero rows), each group block-major: for every 32-column block, the four
-/// rows' 32 quants, and the four rows' scales as f32.
+/// 64 bytes of quants, aligned so that a 512-bit load never splits a cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// A Q8_0 matrix `[rows, cols]` laid out for its kernel: rows in groups of `isa.group()` (the
+/// last group padded with zero rows), each group block-major, with the scales as f32.
+/// Per group and 32-column block:
+/// - AVX2: the four rows' 32 i8 quants one after another (2 lines);
+/// - AVX-512: for each 4 columns of the block, the sixteen rows' 4 quants, plus 128 as u8
+///   (`vpdpbusd` multiplies unsigned by signed bytes; see `avx512.rs`): 8 lines.
 pub(super) struct Int8Matrix {
     rows: usize,
     cols: usize,
     isa: Isa,
-    /// `[groups][blocks][GROUP × BLOCK]`: the i8 quants for AVX2; for AVX-512 VNNI, which
-    /// multiplies unsigned by signed bytes, the quants plus 128 as u8 (see `avx512.rs`).
-    quants: Vec<[u8; GROUP * BLOCK]>,
-    /// `[groups][blocks]`.
-    scales: Vec<[f32; GROUP]>,
+    /// `[groups][blocks][lines per block]`.
+    quants: Vec<Line>,
+    /// `[groups][blocks][group]`.
+    scales: Vec<f32>,
 }
 
 impl Int8Matrix {
@@ -133,25 +157,29 @@ impl Int8Matrix {
                 data.len()
             );
         }
+        let group = isa.group();
+        let lines = group * BLOCK / 64;
         // Flipping the top bit of an i8 adds 128 and reads it as u8. Padding rows must be
         // zero weights either way.
         let flip = match isa {
             Isa::Avx2 => 0,
             Isa::Avx512Vnni => 0x80,
         };
-        let groups = rows.div_ceil(GROUP);
-        let mut quants = vec![[flip; GROUP * BLOCK]; groups * blocks];
-        let mut scales = vec![[0f32; GROUP]; groups * blocks];
+        let groups = rows.div_ceil(group);
+        let mut quants = vec![Line([flip; 64]); groups * blocks * lines];
+        let mut scales = vec![0f32; groups * blocks * group];
         for (row, row_data) in data.chunks_exact(blocks * BYTES).enumerate() {
-            let (g, j) = (row / GROUP, row % GROUP);
+            let (g, j) = (row / group, row % group);
             for (b, block) in row_data.chunks_exact(BYTES).enumerate() {
                 let slot = g * blocks + b;
-                scales[slot][j] = f16::from_le_bytes([block[0], block[1]]).to_f32();
-                for (q, &byte) in quants[slot][j * BLOCK..(j + 1) * BLOCK]
-                    .iter_mut()
-                    .zip(&block[2..])
-                {
-                    *q = byte ^ flip;
+                scales[slot * group + j] = f16::from_le_bytes([block[0], block[1]]).to_f32();
+                let block_lines = &mut quants[slot * lines..(slot + 1) * lines];
+                for (c, &byte) in block[2..].iter().enumerate() {
+                    let at = match isa {
+                        Isa::Avx2 => j * BLOCK + c,
+                        Isa::Avx512Vnni => (c / 4) * 64 + j * 4 + c % 4,
+                    };
+                    block_lines[at / 64].0[at % 64] = byte ^ flip;
                 }
             }
         }
@@ -180,87 +208,125 @@ impl Int8Matrix {
     fn matmul(&self, x: &[f32], m: usize) -> Vec<f32> {
         let blocks = self.cols / BLOCK;
         let acts = Activations::quantize(x, m, blocks, self.isa);
-        let groups = self.rows.div_ceil(GROUP);
-        // Each group's outputs for all m rows, `[groups][m][GROUP]`: one contiguous piece per
-        // work item, so workers share nothing; transposed into place afterwards.
-        let mut by_group = vec![[0f32; GROUP]; groups * m];
-        let pieces: Vec<Mutex<&mut [[f32; GROUP]]>> =
-            by_group.chunks_mut(m.max(1)).map(Mutex::new).collect();
-        let run = |g: usize| {
-            let (Some(piece), Some(quants), Some(scales)) = (
-                pieces.get(g),
-                self.quants.get(g * blocks..(g + 1) * blocks),
-                self.scales.get(g * blocks..(g + 1) * blocks),
-            ) else {
+        let group = self.isa.group();
+        let lines = blocks * group * BLOCK / 64;
+        let groups = self.rows.div_ceil(group);
+        // Each group's outputs for all m rows, `[groups][m][group]`, handed out in items of
+        // consecutive groups, each one contiguous piece behind its own lock, so workers share
+        // nothing; transposed into place afterwards. About 8 items per thread, as candle's
+        // `execute_chunked` makes: few enough that a lock per item costs nothing, enough to
+        // even out the threads' finishing times.
+        let mut by_group = vec![0f32; groups * m * group];
+        let per_item = groups
+            .div_ceil(8 * candle_core::utils::get_num_threads())
+            .max(1);
+        let stride = (m * group).max(1);
+        let pieces: Vec<Mutex<&mut [f32]>> = by_group
+            .chunks_mut(per_item * stride)
+            .map(Mutex::new)
+            .collect();
+        let run = |item: usize| {
+            let Some(piece) = pieces.get(item) else {
                 return;
             };
             // A poisoned lock means another item panicked; that panic is re-raised by the pool.
-            if let Ok(mut piece) = piece.lock() {
-                self.group_times_rows(quants, scales, &acts, &mut piece);
+            let Ok(mut piece) = piece.lock() else {
+                return;
+            };
+            for (i, out) in piece.chunks_mut(stride).enumerate() {
+                let g = item * per_item + i;
+                if let (Some(quants), Some(scales)) = (
+                    self.quants.get(g * lines..(g + 1) * lines),
+                    self.scales
+                        .get(g * blocks * group..(g + 1) * blocks * group),
+                ) {
+                    self.group_times_rows(quants, scales, &acts, out);
+                }
             }
         };
-        candle_core::utils::barrier_pool().execute_chunked(groups, |range| range.for_each(&run));
+        candle_core::utils::barrier_pool()
+            .execute_chunked(pieces.len(), |range| range.for_each(&run));
         drop(pieces);
 
         let mut out = vec![0f32; m * self.rows];
-        for (g, piece) in by_group.chunks_exact(m.max(1)).enumerate() {
-            let col = g * GROUP;
-            let n = GROUP.min(self.rows - col);
-            for (out_row, four) in out.chunks_exact_mut(self.rows).zip(piece) {
-                out_row[col..col + n].copy_from_slice(&four[..n]);
+        for (g, piece) in by_group.chunks_exact((m * group).max(1)).enumerate() {
+            let col = g * group;
+            let n = group.min(self.rows - col);
+            for (out_row, outs) in out
+                .chunks_exact_mut(self.rows)
+                .zip(piece.chunks_exact(group))
+            {
+                out_row[col..col + n].copy_from_slice(&outs[..n]);
             }
         }
         out
     }
 
     /// One weight group against every activation row, in tiles of the kernel's row count.
-    fn group_times_rows(
-        &self,
-        w: &[[u8; GROUP * BLOCK]],
-        w_scales: &[[f32; GROUP]],
-        acts: &Activations,
-        out: &mut [[f32; GROUP]],
-    ) {
+    fn group_times_rows(&self, w: &[Line], w_scales: &[f32], acts: &Activations, out: &mut [f32]) {
         let tile = self.isa.tile_rows();
-        let mut r = 0;
-        for piece in out.chunks_mut(tile) {
-            let rows = piece.len();
-            match (self.isa, piece) {
-                (Isa::Avx2, [a, b]) => kernel::<2>(self.isa, w, w_scales, acts, r, [a, b]),
-                (Isa::Avx512Vnni, [a, b, c, d]) => {
-                    kernel::<4>(self.isa, w, w_scales, acts, r, [a, b, c, d])
+        match self.isa {
+            Isa::Avx2 => {
+                let (w, _) = w.as_chunks::<2>();
+                let (s, _) = w_scales.as_chunks::<AVX2_GROUP>();
+                let (out, _) = out.as_chunks_mut::<AVX2_GROUP>();
+                for (t, piece) in out.chunks_mut(tile).enumerate() {
+                    let first = t * tile;
+                    // SAFETY (every call): matrices are built for an ISA only where
+                    // `isa.supported()` holds, which checks exactly the features each kernel
+                    // enables.
+                    #[cfg(target_arch = "x86_64")]
+                    match piece {
+                        [a, b] => unsafe { avx2::tile(acts.rows(first), w, s, [a, b]) },
+                        [a] => unsafe { avx2::tile(acts.rows(first), w, s, [a]) },
+                        // Longer pieces are never formed.
+                        _ => {}
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let _ = (first, piece, w, s);
                 }
-                (_, [a, b, c]) => kernel::<3>(self.isa, w, w_scales, acts, r, [a, b, c]),
-                (_, [a, b]) => kernel::<2>(self.isa, w, w_scales, acts, r, [a, b]),
-                (_, [a]) => kernel::<1>(self.isa, w, w_scales, acts, r, [a]),
-                // Longer pieces are never formed: `tile` is at most 4.
-                _ => {}
             }
-            r += rows;
+            Isa::Avx512Vnni => {
+                let (w, _) = w.as_chunks::<8>();
+                let (s, _) = w_scales.as_chunks::<AVX512_GROUP>();
+                let (out, _) = out.as_chunks_mut::<AVX512_GROUP>();
+                for (t, piece) in out.chunks_mut(tile).enumerate() {
+                    let first = t * tile;
+                    let r = acts.rows::<8>(first);
+                    // SAFETY (every call): as above. Each call passes `piece.len()` rows.
+                    #[cfg(target_arch = "x86_64")]
+                    match piece {
+                        [a, b, c, d, e, f, g, h] => unsafe {
+                            avx512::tile(r, w, s, [a, b, c, d, e, f, g, h])
+                        },
+                        [a, b, c, d, e, f, g] => unsafe {
+                            avx512::tile(take(r), w, s, [a, b, c, d, e, f, g])
+                        },
+                        [a, b, c, d, e, f] => unsafe {
+                            avx512::tile(take(r), w, s, [a, b, c, d, e, f])
+                        },
+                        [a, b, c, d, e] => unsafe { avx512::tile(take(r), w, s, [a, b, c, d, e]) },
+                        [a, b, c, d] => unsafe { avx512::tile(take(r), w, s, [a, b, c, d]) },
+                        [a, b, c] => unsafe { avx512::tile(take(r), w, s, [a, b, c]) },
+                        [a, b] => unsafe { avx512::tile(take(r), w, s, [a, b]) },
+                        [a] => unsafe { avx512::tile(take(r), w, s, [a]) },
+                        _ => {}
+                    }
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let _ = (r, piece, w, s);
+                }
+            }
         }
     }
 }
 
-/// `R` activation rows from `first` on against one weight group, through `isa`'s kernel.
-fn kernel<const R: usize>(
-    isa: Isa,
-    w: &[[u8; GROUP * BLOCK]],
-    w_scales: &[[f32; GROUP]],
-    acts: &Activations,
-    first: usize,
-    out: [&mut [f32; GROUP]; R],
-) {
-    let rows: [ActRow<'_>; R] = std::array::from_fn(|i| acts.row(first + i));
-    #[cfg(target_arch = "x86_64")]
-    match isa {
-        // SAFETY: matrices are built for an `isa` only where `isa.supported()` holds, which
-        // checks exactly the features each kernel enables.
-        Isa::Avx2 => unsafe { avx2::tile(rows, w, w_scales, out) },
-        // SAFETY: as above.
-        Isa::Avx512Vnni => unsafe { avx512::tile(rows, w, w_scales, out) },
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (isa, w, w_scales, rows, out);
+/// The first `R` of `N` rows.
+#[cfg_attr(
+    not(target_arch = "x86_64"),
+    expect(dead_code, reason = "x86 kernels only")
+)]
+fn take<const R: usize, const N: usize>(rows: [ActRow<'_>; N]) -> [ActRow<'_>; R] {
+    std::array::from_fn(|i| rows[i])
 }
 
 /// Activation rows quantized to Q8_0 exactly as candle's `BlockQ8_0::from_float` does, with
@@ -272,9 +338,9 @@ struct Activations {
     /// `[m][blocks]`, each scale repeated in 8 lanes: the AVX2 kernel multiplies by it straight
     /// from memory, which saves a register and a broadcast per use.
     scales: Vec<[f32; 8]>,
-    /// `[m][blocks]`, AVX-512 only: −128 × the sum of each lane's four quants, the offset
-    /// that biasing the weights by +128 adds to each lane's dot product.
-    offsets: Vec<[i32; LANES]>,
+    /// `[m][blocks]`, AVX-512 only: −128 × the sum of the block's quants, the offset that
+    /// biasing the weights by +128 adds to the block's dot product.
+    offsets: Vec<i32>,
 }
 
 impl Activations {
@@ -295,14 +361,7 @@ impl Activations {
             Isa::Avx2 => Vec::new(),
             Isa::Avx512Vnni => quants
                 .iter()
-                .map(|q| {
-                    std::array::from_fn(|l| {
-                        -128 * q[4 * l..4 * l + 4]
-                            .iter()
-                            .map(|&v| i32::from(v))
-                            .sum::<i32>()
-                    })
-                })
+                .map(|q| -128 * q.iter().map(|&v| i32::from(v)).sum::<i32>())
                 .collect(),
         };
         Self {
@@ -323,6 +382,11 @@ impl Activations {
             offsets: self.offsets.get(range).unwrap_or_default(),
         }
     }
+
+    /// Rows `first..first + N`.
+    fn rows<const N: usize>(&self, first: usize) -> [ActRow<'_>; N] {
+        std::array::from_fn(|i| self.row(first + i))
+    }
 }
 
 /// One activation row's blocks, as the kernels read them.
@@ -331,7 +395,7 @@ struct ActRow<'a> {
     quants: &'a [[i8; BLOCK]],
     scales: &'a [[f32; 8]],
     /// Empty unless the kernel is AVX-512's.
-    offsets: &'a [[i32; LANES]],
+    offsets: &'a [i32],
 }
 
 /// Candle's `BlockQ8_0::from_float` for one block: returns the f16-rounded scale. The
