@@ -1,8 +1,12 @@
 //! One sequence's key/value cache and causal attention against it.
 //!
-//! Each layer keeps K and V as `[capacity, n_kv_head, head_dim]` tensors, rows in position
-//! order, so that appending a step's rows is one contiguous copy and the cache grows by
-//! doubling (amortised O(1) per token, no O(n²) re-copying at long contexts).
+//! Each layer keeps K and V as `[n_kv_head, capacity, head_dim]` tensors: head-major, so that
+//! attention reads each head's keys and values as one contiguous run (which the CPU's
+//! prefetchers follow; position-major rows left gaps between a head's columns, and attention
+//! waited on memory). The cache grows by doubling (amortised O(1) per token, no O(n²)
+//! re-copying at long contexts). The model picks
+//! the element type: f16 on the CPU, where reading the cache bounds attention (eight
+//! sequences' caches at a few hundred positions weigh as much as the weights), f32 elsewhere.
 //!
 //! Must not contain the weight matmuls: those belong to the batched forward pass in `mod.rs`.
 
@@ -22,6 +26,7 @@ pub struct SequenceCache {
     n_layer: usize,
     n_kv_head: usize,
     head_dim: usize,
+    dtype: DType,
 }
 
 struct LayerKv {
@@ -30,7 +35,7 @@ struct LayerKv {
 }
 
 impl SequenceCache {
-    pub(super) fn new(n_layer: usize, n_kv_head: usize, head_dim: usize) -> Self {
+    pub(super) fn new(n_layer: usize, n_kv_head: usize, head_dim: usize, dtype: DType) -> Self {
         Self {
             layers: Vec::new(),
             len: 0,
@@ -38,7 +43,13 @@ impl SequenceCache {
             n_layer,
             n_kv_head,
             head_dim,
+            dtype,
         }
+    }
+
+    /// The element type of the keys and values.
+    pub(super) fn dtype(&self) -> DType {
+        self.dtype
     }
 
     /// How many positions (prompt and generated tokens) the cache holds.
@@ -61,7 +72,7 @@ impl SequenceCache {
             * self.capacity
             * self.n_kv_head
             * self.head_dim
-            * DType::F32.size_in_bytes()
+            * self.dtype.size_in_bytes()
     }
 
     pub(super) fn fits(&self, n_layer: usize, n_kv_head: usize, head_dim: usize) -> bool {
@@ -75,16 +86,16 @@ impl SequenceCache {
             return Ok(());
         }
         let capacity = needed.max(2 * self.capacity).max(MIN_CAPACITY);
-        let shape = (capacity, self.n_kv_head, self.head_dim);
+        let shape = (self.n_kv_head, capacity, self.head_dim);
         let mut layers = Vec::with_capacity(self.n_layer);
         for i in 0..self.n_layer {
-            let k = Tensor::zeros(shape, DType::F32, device)?;
-            let v = Tensor::zeros(shape, DType::F32, device)?;
+            let k = Tensor::zeros(shape, self.dtype, device)?;
+            let v = Tensor::zeros(shape, self.dtype, device)?;
             if let Some(old) = self.layers.get(i)
                 && self.len > 0
             {
-                k.slice_set(&old.k.narrow(0, 0, self.len)?, 0, 0)?;
-                v.slice_set(&old.v.narrow(0, 0, self.len)?, 0, 0)?;
+                k.slice_set(&old.k.narrow(1, 0, self.len)?, 1, 0)?;
+                v.slice_set(&old.v.narrow(1, 0, self.len)?, 1, 0)?;
             }
             layers.push(LayerKv { k, v });
         }
@@ -94,11 +105,12 @@ impl SequenceCache {
     }
 
     /// Stores the keys and values of positions `len .. len + n` for one layer.
-    /// `k`, `v`: `[n, n_kv_head, head_dim]`, contiguous. Needs a prior `reserve(n)`.
+    /// `k`, `v`: `[n, n_kv_head, head_dim]`. Needs a prior `reserve(n)`.
     pub(super) fn write(&self, layer: usize, k: &Tensor, v: &Tensor) -> candle_core::Result<()> {
         let kv = self.layer(layer)?;
-        kv.k.slice_set(k, 0, self.len)?;
-        kv.v.slice_set(v, 0, self.len)
+        let head_major = |t: &Tensor| t.to_dtype(self.dtype)?.transpose(0, 1)?.contiguous();
+        kv.k.slice_set(&head_major(k)?, 1, self.len)?;
+        kv.v.slice_set(&head_major(v)?, 1, self.len)
     }
 
     /// Marks `n` positions, written in every layer, as part of the sequence.
@@ -106,7 +118,7 @@ impl SequenceCache {
         self.len += n;
     }
 
-    /// One layer's `[capacity, n_kv_head, head_dim]` key and value tensors.
+    /// One layer's `[n_kv_head, capacity, head_dim]` key and value tensors.
     pub(super) fn layer_kv(&self, layer: usize) -> candle_core::Result<(&Tensor, &Tensor)> {
         self.layer(layer).map(|kv| (&kv.k, &kv.v))
     }
@@ -131,14 +143,16 @@ impl SequenceCache {
         let (n, n_head, head_dim) = q.dims3()?;
         let n_kv = self.n_kv_head;
         // Grouped-query attention: the `group` query heads sharing a KV head are adjacent,
-        // so they become rows of one matmul against that head's keys. K and V are copied
-        // head-major: CUDA's batched matmul refuses the cache's position-major strides (the
-        // CPU's gemm would take them, but the CPU normally attends in `cpu_attention`).
+        // so they become rows of one matmul against that head's keys. The used positions are
+        // copied out contiguous: CUDA's batched matmul refuses the capacity's stride.
         let group = n_head / n_kv;
         let total = self.len + n;
         let kv = self.layer(layer)?;
-        let k = kv.k.narrow(0, 0, total)?.transpose(0, 1)?.contiguous()?; // [n_kv, total, d]
-        let v = kv.v.narrow(0, 0, total)?.transpose(0, 1)?.contiguous()?;
+        let read = |t: &Tensor| -> candle_core::Result<Tensor> {
+            // [n_kv, total, d], in the queries' type.
+            t.narrow(1, 0, total)?.contiguous()?.to_dtype(q.dtype())
+        };
+        let (k, v) = (read(&kv.k)?, read(&kv.v)?);
 
         let q = if n == 1 {
             q.reshape((n_kv, group, head_dim))?

@@ -12,11 +12,39 @@
 
 use std::sync::Mutex;
 
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
+/// What a KV cache stores.
+pub(super) trait KvValue: Copy + Sync {
+    /// `data[at .. at + d]` as f32 (converted into `buf` if need be; empty if out of range).
+    fn read<'a>(data: &'a [Self], at: usize, d: usize, buf: &'a mut [f32]) -> &'a [f32];
+}
+
+impl KvValue for f32 {
+    fn read<'a>(data: &'a [f32], at: usize, d: usize, _: &'a mut [f32]) -> &'a [f32] {
+        data.get(at..at + d).unwrap_or(&[])
+    }
+}
+
+impl KvValue for f16 {
+    fn read<'a>(data: &'a [f16], at: usize, d: usize, buf: &'a mut [f32]) -> &'a [f32] {
+        match (data.get(at..at + d), buf.get_mut(..d)) {
+            (Some(src), Some(buf)) => {
+                // Eight values per instruction (F16C, part of the x86-64-v3 target).
+                src.convert_to_f32_slice(buf);
+                buf
+            }
+            _ => &[],
+        }
+    }
+}
+
 /// One sequence's part of a step.
-pub(super) struct SegmentKv<'a> {
-    /// Keys and values by position: `[capacity, n_kv_head, head_dim]`, row-major.
-    pub k: &'a [f32],
-    pub v: &'a [f32],
+pub(super) struct SegmentKv<'a, T> {
+    /// Keys and values by head, then position: `[n_kv_head, capacity, head_dim]`, row-major.
+    pub k: &'a [T],
+    pub v: &'a [T],
     /// Positions cached before this step.
     pub start: usize,
     /// New rows in this step (already written to `k`/`v` at `start ..`).
@@ -32,7 +60,11 @@ pub(super) struct Shape {
 
 /// `q`: `[rows, n_head, head_dim]` for all segments' rows in order. Returns
 /// `[rows, n_head · head_dim]`.
-pub(super) fn attention(q: &[f32], segments: &[SegmentKv<'_>], shape: &Shape) -> Vec<f32> {
+pub(super) fn attention<T: KvValue>(
+    q: &[f32],
+    segments: &[SegmentKv<'_, T>],
+    shape: &Shape,
+) -> Vec<f32> {
     let d = shape.head_dim;
     let group = shape.n_head / shape.n_kv_head;
     let rows: usize = segments.iter().map(|s| s.rows).sum();
@@ -70,9 +102,9 @@ pub(super) fn attention(q: &[f32], segments: &[SegmentKv<'_>], shape: &Shape) ->
 }
 
 /// The `group` query heads of one row against the first `visible` positions of one KV head.
-fn attend_one(
+fn attend_one<T: KvValue>(
     q: &[f32],
-    s: &SegmentKv<'_>,
+    s: &SegmentKv<'_, T>,
     kv_head: usize,
     visible: usize,
     shape: &Shape,
@@ -80,18 +112,20 @@ fn attend_one(
 ) {
     let d = shape.head_dim;
     let group = q.len() / d;
-    let stride = shape.n_kv_head * d;
-    fn column(data: &[f32], at: usize, d: usize) -> &[f32] {
-        data.get(at..at + d).unwrap_or(&[])
-    }
-    let at = |pos: usize| pos * stride + kv_head * d;
+    // One head's run of positions.
+    let run = s.k.len() / shape.n_kv_head.max(1);
+    let at = |pos: usize| kv_head * run + pos * d;
+    // Room for four columns converted to f32, when the cache holds another type.
+    let mut buf = vec![0f32; 4 * d];
 
     // Scores `[group][visible]`, four positions at a time: one dot product is a chain of
     // dependent additions, so four run side by side to keep the FMA units busy.
     let mut scores = vec![0f32; group * visible];
     let mut pos = 0;
     while pos + 4 <= visible {
-        let keys: [&[f32]; 4] = std::array::from_fn(|i| column(s.k, at(pos + i), d));
+        let mut bufs = buf.chunks_exact_mut(d);
+        let keys: [&[f32]; 4] =
+            std::array::from_fn(|i| T::read(s.k, at(pos + i), d, bufs.next().unwrap_or_default()));
         for (h, q) in q.chunks_exact(d).enumerate() {
             let dots = dot4(q, keys);
             for (i, dot) in dots.into_iter().enumerate() {
@@ -101,7 +135,7 @@ fn attend_one(
         pos += 4;
     }
     for pos in pos..visible {
-        let k = column(s.k, at(pos), d);
+        let k = T::read(s.k, at(pos), d, &mut buf);
         for (h, q) in q.chunks_exact(d).enumerate() {
             scores[h * visible + pos] = dot4(q, [k; 4])[0] * shape.scale;
         }
@@ -124,7 +158,7 @@ fn attend_one(
     // Values: position by position, every head, each value column read once.
     out.fill(0.0);
     for pos in 0..visible {
-        let v = column(s.v, at(pos), d);
+        let v = T::read(s.v, at(pos), d, &mut buf);
         for (h, o) in out.chunks_exact_mut(d).enumerate() {
             axpy(o, scores[h * visible + pos], v);
         }
@@ -170,10 +204,11 @@ mod tests {
     use super::*;
 
     /// Attention written out from its definition, one head at a time.
-    fn naive(q: &[f32], segments: &[SegmentKv<'_>], shape: &Shape) -> Vec<f32> {
+    fn naive(q: &[f32], segments: &[SegmentKv<'_, f32>], shape: &Shape) -> Vec<f32> {
         let (h_n, kv_n, d) = (shape.n_head, shape.n_kv_head, shape.head_dim);
         let mut out = Vec::new();
         for s in segments {
+            let cap = s.k.len() / (kv_n * d);
             for r in 0..s.rows {
                 let row = out.len() / (h_n * d);
                 for h in 0..h_n {
@@ -182,7 +217,7 @@ mod tests {
                     let visible = s.start + r + 1;
                     let scores: Vec<f32> = (0..visible)
                         .map(|p| {
-                            let k = &s.k[(p * kv_n + g) * d..][..d];
+                            let k = &s.k[(g * cap + p) * d..][..d];
                             qh.iter().zip(k).map(|(a, b)| a * b).sum::<f32>() * shape.scale
                         })
                         .collect();
@@ -192,7 +227,7 @@ mod tests {
                     for i in 0..d {
                         out.push(
                             (0..visible)
-                                .map(|p| e[p] / sum * s.v[(p * kv_n + g) * d + i])
+                                .map(|p| e[p] / sum * s.v[(g * cap + p) * d + i])
                                 .sum(),
                         );
                     }
@@ -237,14 +272,51 @@ mod tests {
             },
         ];
         let q = rand(10 * shape.n_head * shape.head_dim);
-        let ours = attention(&q, &segments, &shape);
         let expected = naive(&q, &segments, &shape);
+        let ours = attention(&q, &segments, &shape);
         assert_eq!(ours.len(), expected.len());
-        let diff = ours
-            .iter()
-            .zip(&expected)
+        assert!(max_diff(&ours, &expected) < 1e-5, "f32 cache differs");
+
+        // An f16 cache: the same arithmetic on the values it holds (each rounded to f16).
+        let halves = |v: &[f32]| -> Vec<f16> { v.iter().map(|&x| f16::from_f32(x)).collect() };
+        let back = |v: &[f16]| -> Vec<f32> { v.iter().map(|x| x.to_f32()).collect() };
+        let (hk1, hv1, hk2, hv2) = (halves(&k1), halves(&v1), halves(&k2), halves(&v2));
+        let (rk1, rv1, rk2, rv2) = (back(&hk1), back(&hv1), back(&hk2), back(&hv2));
+        fn with<'a, T>(
+            k1: &'a [T],
+            v1: &'a [T],
+            k2: &'a [T],
+            v2: &'a [T],
+        ) -> [SegmentKv<'a, T>; 2] {
+            [
+                SegmentKv {
+                    k: k1,
+                    v: v1,
+                    start: 3,
+                    rows: 9,
+                },
+                SegmentKv {
+                    k: k2,
+                    v: v2,
+                    start: 20,
+                    rows: 1,
+                },
+            ]
+        }
+        let ours = attention(&q, &with(&hk1, &hv1, &hk2, &hv2), &shape);
+        let rounded = naive(&q, &with(&rk1, &rv1, &rk2, &rv2), &shape);
+        assert!(max_diff(&ours, &rounded) < 1e-5, "f16 cache differs");
+        // f16 keeps ~3 significant digits, so the result moves by about that much.
+        assert!(
+            max_diff(&ours, &expected) < 2e-3,
+            "f16 rounding moved the result"
+        );
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
             .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
-        assert!(diff < 1e-5, "differs by {diff}");
+            .fold(0.0, f32::max)
     }
 }

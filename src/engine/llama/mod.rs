@@ -47,6 +47,9 @@ pub struct LlamaModel {
     /// Attention through `cpu_attention` (CPU) rather than candle tensor ops (any device).
     /// Tests switch it to compare the two.
     cpu_attention: bool,
+    /// What new caches store: f16 on the CPU (see `cache.rs`), f32 elsewhere. Tests set f32
+    /// to compare attention implementations exactly.
+    kv_dtype: DType,
 }
 
 /// A run of rows belonging to one sequence: its cache and how many new tokens it gets.
@@ -118,6 +121,10 @@ impl LlamaModel {
             inv_freqs,
             device: device.clone(),
             cpu_attention: device.is_cpu(),
+            kv_dtype: match device.is_cpu() {
+                true => DType::F16,
+                false => DType::F32,
+            },
         })
     }
 
@@ -130,6 +137,7 @@ impl LlamaModel {
             self.config.n_layer,
             self.config.n_kv_head,
             self.config.head_dim,
+            self.kv_dtype,
         )
     }
 
@@ -338,22 +346,41 @@ impl LlamaModel {
             .iter()
             .map(|(k, v)| (k.storage_and_layout(), v.storage_and_layout()))
             .collect::<Vec<_>>();
-        let mut parts = Vec::with_capacity(segments.len());
-        for (s, ((ks, kl), (vs, vl))) in segments.iter().zip(&held) {
-            parts.push(cpu_attention::SegmentKv {
-                k: cpu_f32(ks, kl)?,
-                v: cpu_f32(vs, vl)?,
-                start: s.cache.len(),
-                rows: s.rows,
-            });
-        }
         let shape = cpu_attention::Shape {
             n_head: c.n_head,
             n_kv_head: c.n_kv_head,
             head_dim: c.head_dim,
             scale: scale as f32,
         };
-        let out = cpu_attention::attention(cpu_f32(&q_storage, q_layout)?, &parts, &shape);
+        let q_data = cpu_slice::<f32>(&q_storage, q_layout)?;
+        // Every cache of a model holds the same type (`kv_dtype` at its creation).
+        let held: Vec<[(&candle_core::Storage, &candle_core::Layout); 2]> = held
+            .iter()
+            .map(|((ks, kl), (vs, vl))| [(&**ks, *kl), (&**vs, *vl)])
+            .collect();
+        fn parts<'a, T: cpu_attention::KvValue + candle_core::WithDType>(
+            segments: &[Segment<'_>],
+            held: &[[(&'a candle_core::Storage, &'a candle_core::Layout); 2]],
+        ) -> candle_core::Result<Vec<cpu_attention::SegmentKv<'a, T>>> {
+            segments
+                .iter()
+                .zip(held)
+                .map(|(s, [(ks, kl), (vs, vl)])| {
+                    Ok(cpu_attention::SegmentKv {
+                        k: cpu_slice(ks, kl)?,
+                        v: cpu_slice(vs, vl)?,
+                        start: s.cache.len(),
+                        rows: s.rows,
+                    })
+                })
+                .collect()
+        }
+        let out = match segments.first().map(|s| s.cache.dtype()) {
+            Some(DType::F16) => {
+                cpu_attention::attention(q_data, &parts::<half::f16>(segments, &held)?, &shape)
+            }
+            _ => cpu_attention::attention(q_data, &parts::<f32>(segments, &held)?, &shape),
+        };
         let rows = q.dim(0)?;
         Tensor::from_vec(out, (rows, c.n_head * c.head_dim), &self.device)
     }
@@ -404,13 +431,21 @@ fn cpu_f32<'a>(
     storage: &'a candle_core::Storage,
     layout: &candle_core::Layout,
 ) -> candle_core::Result<&'a [f32]> {
+    cpu_slice(storage, layout)
+}
+
+/// The data of a contiguous tensor of `T` on the CPU.
+fn cpu_slice<'a, T: candle_core::WithDType>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+) -> candle_core::Result<&'a [T]> {
     let candle_core::Storage::Cpu(cpu) = storage else {
         candle_core::bail!("CPU attention on a tensor that is not on the CPU")
     };
     let Some((start, end)) = layout.contiguous_offsets() else {
         candle_core::bail!("CPU attention on a strided tensor")
     };
-    cpu.as_slice::<f32>()?
+    cpu.as_slice::<T>()?
         .get(start..end)
         .ok_or_else(|| candle_core::Error::Msg("tensor layout beyond its storage".into()))
 }

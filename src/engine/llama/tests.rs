@@ -77,6 +77,7 @@ fn logits_match_candle_quantized_llama() {
     };
     let mut model = open(&path, false);
     model.cpu_attention = false;
+    model.kv_dtype = DType::F32;
     let mut reference = Reference::open(&path);
     for (step, (ours, theirs)) in logits_along_greedy_path(&model, &mut reference)
         .iter()
@@ -89,8 +90,8 @@ fn logits_match_candle_quantized_llama() {
     }
 }
 
-/// The CPU attention kernel sums in another order, and the quantized matmuls amplify 1e-7
-/// differences by rounding activations to 8 bits (see
+/// The CPU path keeps its cache in f16, its attention kernel sums in another order, and the
+/// quantized matmuls amplify small differences by rounding activations to 8 bits (see
 /// `cpu_attention_kernel_matches_candle_tensor_attention` for the exact comparison): the
 /// logits stay within quantization noise of the reference and rank the same tokens first.
 #[test]
@@ -242,6 +243,7 @@ fn cpu_attention_kernel_matches_candle_tensor_attention() {
         weights::Precision::F32,
     )
     .unwrap();
+    model.kv_dtype = DType::F32;
     let mut run = |cpu_attention: bool| {
         model.cpu_attention = cpu_attention;
         let mut a = model.new_cache();

@@ -217,9 +217,9 @@ impl Int8Matrix {
         // `execute_chunked` makes: few enough that a lock per item costs nothing, enough to
         // even out the threads' finishing times.
         let mut by_group = vec![0f32; groups * m * group];
-        let per_item = groups
-            .div_ceil(8 * candle_core::utils::get_num_threads())
-            .max(1);
+        let pool = candle_core::utils::barrier_pool();
+        // (`get_num_threads` would read the environment and the cgroup files on every call.)
+        let per_item = groups.div_ceil(8 * (pool.n_workers() + 1)).max(1);
         let stride = (m * group).max(1);
         let pieces: Vec<Mutex<&mut [f32]>> = by_group
             .chunks_mut(per_item * stride)
@@ -244,8 +244,7 @@ impl Int8Matrix {
                 }
             }
         };
-        candle_core::utils::barrier_pool()
-            .execute_chunked(pieces.len(), |range| range.for_each(&run));
+        pool.execute_chunked(pieces.len(), |range| range.for_each(&run));
         drop(pieces);
 
         let mut out = vec![0f32; m * self.rows];
