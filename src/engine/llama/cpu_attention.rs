@@ -98,7 +98,8 @@ pub(super) fn attention<T: KvValue>(
     let mut out = vec![0f32; rows * shape.n_head * d];
 
     // Work items are (row, KV head): the `group` query heads sharing a KV head are adjacent,
-    // so each item reads one K/V column once and owns one contiguous piece of the output.
+    // so each item reads one KV head's run of keys and values once and owns one contiguous
+    // piece of the output.
     let mut row_segment = Vec::with_capacity(rows);
     for (i, s) in segments.iter().enumerate() {
         for r in 0..s.rows {
