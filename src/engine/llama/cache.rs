@@ -105,12 +105,13 @@ impl SequenceCache {
     }
 
     /// Stores the keys and values of positions `len .. len + n` for one layer.
-    /// `k`, `v`: `[n, n_kv_head, head_dim]`. Needs a prior `reserve(n)`.
+    /// `k`, `v`: `[n_kv_head, n, head_dim]` (see [`head_major`]). Needs a prior `reserve(n)`.
     pub(super) fn write(&self, layer: usize, k: &Tensor, v: &Tensor) -> candle_core::Result<()> {
         let kv = self.layer(layer)?;
-        let head_major = |t: &Tensor| t.to_dtype(self.dtype)?.transpose(0, 1)?.contiguous();
-        kv.k.slice_set(&head_major(k)?, 1, self.len)?;
-        kv.v.slice_set(&head_major(v)?, 1, self.len)
+        // A no-op when the step converted to this cache's type already.
+        let fit = |t: &Tensor| t.to_dtype(self.dtype)?.contiguous();
+        kv.k.slice_set(&fit(k)?, 1, self.len)?;
+        kv.v.slice_set(&fit(v)?, 1, self.len)
     }
 
     /// Marks `n` positions, written in every layer, as part of the sequence.
@@ -181,6 +182,12 @@ impl SequenceCache {
                 .reshape((n, n_head * head_dim))
         }
     }
+}
+
+/// A step's keys or values, `[rows, n_kv_head, head_dim]`, as the caches hold them:
+/// `[n_kv_head, rows, head_dim]` of `dtype`.
+pub(super) fn head_major(t: &Tensor, dtype: DType) -> candle_core::Result<Tensor> {
+    t.to_dtype(dtype)?.transpose(0, 1)?.contiguous()
 }
 
 /// The additive causal mask `[n, start + n]` of `n` new positions after `start` cached ones:

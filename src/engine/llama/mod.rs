@@ -275,12 +275,15 @@ impl LlamaModel {
                 .contiguous()?
                 .reshape((rows, n_kv, head_dim))?;
 
+            // Converted to the caches' layout once for the whole step, not per sequence.
+            let k = cache::head_major(&k, self.kv_dtype)?;
+            let v = cache::head_major(&v, self.kv_dtype)?;
             let mut start = 0;
             for s in segments.iter() {
                 s.cache.write(
                     l,
-                    &k.narrow(0, start, s.rows)?,
-                    &v.narrow(0, start, s.rows)?,
+                    &k.narrow(1, start, s.rows)?,
+                    &v.narrow(1, start, s.rows)?,
                 )?;
                 start += s.rows;
             }
