@@ -4,9 +4,9 @@
 //! attention reads each head's keys and values as one contiguous run (which the CPU's
 //! prefetchers follow; position-major rows left gaps between a head's columns, and attention
 //! waited on memory). The cache grows by doubling (amortised O(1) per token, no O(n²)
-//! re-copying at long contexts). The model picks
-//! the element type: f16 on the CPU, where reading the cache bounds attention (eight
-//! sequences' caches at a few hundred positions weigh as much as the weights), f32 elsewhere.
+//! re-copying at long contexts). The model picks the element type: f16 on the CPU, where
+//! reading the cache bounds attention (eight sequences' caches at a few hundred positions
+//! weigh as much as the weights), f32 elsewhere.
 //!
 //! Must not contain the weight matmuls: those belong to the batched forward pass in `mod.rs`.
 

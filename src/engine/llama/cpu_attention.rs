@@ -176,19 +176,10 @@ fn attend_one<T: KvValue>(
         }
     }
 
-    let mut inverse_sums = Vec::with_capacity(group);
-    for head_scores in scores.chunks_exact_mut(visible) {
-        let max = head_scores
-            .iter()
-            .copied()
-            .fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0f32;
-        for x in head_scores.iter_mut() {
-            *x = (*x - max).exp();
-            sum += *x;
-        }
-        inverse_sums.push(1.0 / sum);
-    }
+    let inverse_sums: Vec<f32> = scores
+        .chunks_exact_mut(visible)
+        .map(softmax_weights)
+        .collect();
 
     // Values: position by position, every head, each value column read once.
     out.fill(0.0);
@@ -201,6 +192,18 @@ fn attend_one<T: KvValue>(
     for (o, inv) in out.chunks_exact_mut(d).zip(inverse_sums) {
         o.iter_mut().for_each(|x| *x *= inv);
     }
+}
+
+/// Turns one head's scores into softmax weights short of the division: `exp(score − max)`
+/// in place. Returns 1 / their sum, which the weighted values are scaled by once at the end.
+fn softmax_weights(scores: &mut [f32]) -> f32 {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0f32;
+    for x in scores.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    1.0 / sum
 }
 
 /// `q` against four keys. Each product runs in eight lanes of fused multiply-adds, which the
@@ -315,9 +318,8 @@ mod avx512 {
             std::array::from_fn(|c| unsafe { _mm512_loadu_ps(q.as_ptr().add(h * d + c * 16)) })
         });
 
-        // Scores `[G][visible]`, with each head's maximum.
+        // Scores `[G][visible]`.
         let mut scores = vec![0f32; G * visible];
-        let mut max = [f32::NEG_INFINITY; G];
         for pos in 0..visible {
             let kv = row(k, pos);
             for h in 0..G {
@@ -325,19 +327,15 @@ mod avx512 {
                 for c in 1..ND {
                     acc = _mm512_fmadd_ps(qv[h][c], kv[c], acc);
                 }
-                let score = _mm512_reduce_add_ps(acc) * scale;
-                scores[h * visible + pos] = score;
-                max[h] = max[h].max(score);
+                scores[h * visible + pos] = _mm512_reduce_add_ps(acc) * scale;
             }
         }
         let mut inverse_sums = [0f32; G];
-        for (h, head_scores) in scores.chunks_exact_mut(visible.max(1)).enumerate() {
-            let mut sum = 0f32;
-            for x in head_scores.iter_mut() {
-                *x = (*x - max[h]).exp();
-                sum += *x;
-            }
-            inverse_sums[h] = 1.0 / sum;
+        for (inv, head_scores) in inverse_sums
+            .iter_mut()
+            .zip(scores.chunks_exact_mut(visible.max(1)))
+        {
+            *inv = super::softmax_weights(head_scores);
         }
 
         let mut acc = [[_mm512_setzero_ps(); ND]; G];

@@ -429,14 +429,6 @@ impl LlamaModel {
     }
 }
 
-/// The data of a contiguous f32 tensor on the CPU.
-fn cpu_f32<'a>(
-    storage: &'a candle_core::Storage,
-    layout: &candle_core::Layout,
-) -> candle_core::Result<&'a [f32]> {
-    cpu_slice(storage, layout)
-}
-
 /// The data of a contiguous tensor of `T` on the CPU.
 fn cpu_slice<'a, T: candle_core::WithDType>(
     storage: &'a candle_core::Storage,

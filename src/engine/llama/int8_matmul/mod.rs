@@ -200,7 +200,7 @@ impl Int8Matrix {
         }
         let x = x.contiguous()?;
         let (storage, layout) = x.storage_and_layout();
-        let out = self.matmul(super::cpu_f32(&storage, layout)?, m);
+        let out = self.matmul(super::cpu_slice::<f32>(&storage, layout)?, m);
         Tensor::from_vec(out, (m, self.rows), x.device())
     }
 
