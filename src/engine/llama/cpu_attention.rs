@@ -247,6 +247,8 @@ mod avx512 {
 
     use half::f16;
 
+    use super::super::elementwise::avx512::exp;
+
     /// Attends when the CPU has AVX-512 and the shape has a kernel (`q.len() / d` query
     /// heads of `d` values, as monomorphised below); false otherwise.
     pub(super) fn attend(
@@ -318,9 +320,28 @@ mod avx512 {
             std::array::from_fn(|c| unsafe { _mm512_loadu_ps(q.as_ptr().add(h * d + c * 16)) })
         });
 
+        // The rows are read front to back, but each item's run is short (a few hundred
+        // positions) and the next item's is elsewhere, so the hardware prefetcher is still
+        // ramping up when a run ends: fetch `AHEAD` positions ahead explicitly.
+        let prefetch = |data: &[f16], pos: usize| {
+            if pos < visible {
+                for line in 0..d.div_ceil(32) {
+                    // SAFETY: within the `visible · d` values checked above; a prefetch
+                    // never faults anyway.
+                    unsafe {
+                        _mm_prefetch::<_MM_HINT_T0>(data.as_ptr().add(pos * d + line * 32).cast())
+                    };
+                }
+            }
+        };
+        const AHEAD: usize = 8;
+
         // Scores `[G][visible]`.
         let mut scores = vec![0f32; G * visible];
         for pos in 0..visible {
+            prefetch(k, pos + AHEAD);
+            // The values' first rows arrive while the scores are computed.
+            prefetch(v, pos);
             let kv = row(k, pos);
             for h in 0..G {
                 let mut acc = _mm512_mul_ps(qv[h][0], kv[0]);
@@ -335,11 +356,12 @@ mod avx512 {
             .iter_mut()
             .zip(scores.chunks_exact_mut(visible.max(1)))
         {
-            *inv = super::softmax_weights(head_scores);
+            *inv = softmax_weights(head_scores);
         }
 
         let mut acc = [[_mm512_setzero_ps(); ND]; G];
         for pos in 0..visible {
+            prefetch(v, pos + AHEAD);
             let vv = row(v, pos);
             for h in 0..G {
                 let w = _mm512_set1_ps(scores[h * visible + pos]);
@@ -356,6 +378,38 @@ mod avx512 {
             }
         }
         true
+    }
+
+    /// [`super::softmax_weights`] sixteen scores at a time: the scalar version's `exp` calls
+    /// were a fifth of the kernel's time in batched decoding.
+    #[target_feature(enable = "avx512f")]
+    fn softmax_weights(scores: &mut [f32]) -> f32 {
+        let (full, tail) = scores.as_chunks_mut::<16>();
+        let tail_mask: __mmask16 = (1u32 << tail.len()).wrapping_sub(1) as u16;
+        // SAFETY (every load and store): `chunk` and `tail` are 16 and `tail.len()` readable,
+        // writable f32, and the tail's accesses are masked to its length.
+        let tail_ptr = tail.as_mut_ptr();
+        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+        for chunk in full.iter() {
+            max = _mm512_max_ps(max, unsafe { _mm512_loadu_ps(chunk.as_ptr()) });
+        }
+        let tail_values = unsafe { _mm512_maskz_loadu_ps(tail_mask, tail_ptr) };
+        max = _mm512_mask_max_ps(max, tail_mask, max, tail_values);
+        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+
+        let mut sum = _mm512_setzero_ps();
+        for chunk in full.iter_mut() {
+            let e = exp(_mm512_sub_ps(
+                unsafe { _mm512_loadu_ps(chunk.as_ptr()) },
+                max,
+            ));
+            sum = _mm512_add_ps(sum, e);
+            unsafe { _mm512_storeu_ps(chunk.as_mut_ptr(), e) };
+        }
+        let e = exp(_mm512_sub_ps(tail_values, max));
+        sum = _mm512_mask_add_ps(sum, tail_mask, sum, e);
+        unsafe { _mm512_mask_storeu_ps(tail_ptr, tail_mask, e) };
+        1.0 / _mm512_reduce_add_ps(sum)
     }
 }
 

@@ -19,6 +19,7 @@
 mod cache;
 mod config;
 mod cpu_attention;
+mod elementwise;
 mod int8_matmul;
 mod weights;
 
@@ -303,8 +304,17 @@ impl LlamaModel {
 
             let h = candle_nn::ops::rms_norm(&x, &layer.ffn_norm, c.rms_eps)?;
             let gate_up = layer.gate_up.forward(&h)?; // [rows, 2 ffn]
-            let act = (candle_nn::ops::silu(&gate_up.narrow(1, 0, ffn)?)?
-                * gate_up.narrow(1, ffn, ffn)?)?;
+            let act = match dev.is_cpu() {
+                true => {
+                    let (storage, layout) = gate_up.storage_and_layout();
+                    let act = elementwise::swiglu(cpu_slice(&storage, layout)?, ffn);
+                    Tensor::from_vec(act, (rows, ffn), dev)?
+                }
+                false => {
+                    (candle_nn::ops::silu(&gate_up.narrow(1, 0, ffn)?)?
+                        * gate_up.narrow(1, ffn, ffn)?)?
+                }
+            };
             x = (x + layer.down.forward(&act)?)?;
         }
 

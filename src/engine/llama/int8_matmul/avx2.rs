@@ -43,6 +43,7 @@ pub(super) fn tile<const R: usize>(
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); AVX2_GROUP]; R];
     for b in 0..blocks {
+        super::prefetch(w.as_ptr().wrapping_add(b + super::PREFETCH_BLOCKS));
         // SAFETY: `b < blocks`, and every slice indexed holds `blocks` items (checked above);
         // unchecked, the loop kept a bounds check per load.
         let (wb, wd) = unsafe { (w.get_unchecked(b), w_scales.get_unchecked(b)) };

@@ -32,6 +32,8 @@ pub(super) fn tile<const R: usize>(
     }
     let mut acc = [_mm512_setzero_ps(); R];
     for b in 0..blocks {
+        super::prefetch(w.as_ptr().wrapping_add(b + super::PREFETCH_BLOCKS));
+        super::prefetch(w_scales.as_ptr().wrapping_add(b + super::PREFETCH_BLOCKS));
         // SAFETY: `b < blocks`, and every slice indexed holds `blocks` items (checked above);
         // checked indexing kept a bounds check per load in the loop.
         let (wb, wd) = unsafe { (w.get_unchecked(b), w_scales.get_unchecked(b)) };
