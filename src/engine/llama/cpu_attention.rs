@@ -178,7 +178,7 @@ fn attend_one<T: KvValue>(
 
     let inverse_sums: Vec<f32> = scores
         .chunks_exact_mut(visible)
-        .map(softmax_weights)
+        .map(super::elementwise::softmax_weights)
         .collect();
 
     // Values: position by position, every head, each value column read once.
@@ -192,18 +192,6 @@ fn attend_one<T: KvValue>(
     for (o, inv) in out.chunks_exact_mut(d).zip(inverse_sums) {
         o.iter_mut().for_each(|x| *x *= inv);
     }
-}
-
-/// Turns one head's scores into softmax weights short of the division: `exp(score − max)`
-/// in place. Returns 1 / their sum, which the weighted values are scaled by once at the end.
-fn softmax_weights(scores: &mut [f32]) -> f32 {
-    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for x in scores.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    1.0 / sum
 }
 
 /// `q` against four keys. Each product runs in eight lanes of fused multiply-adds, which the
@@ -247,7 +235,7 @@ mod avx512 {
 
     use half::f16;
 
-    use super::super::elementwise::avx512::exp;
+    use super::super::elementwise::avx512::softmax_weights;
 
     /// Attends when the CPU has AVX-512 and the shape has a kernel (`q.len() / d` query
     /// heads of `d` values, as monomorphised below); false otherwise.
@@ -378,38 +366,6 @@ mod avx512 {
             }
         }
         true
-    }
-
-    /// [`super::softmax_weights`] sixteen scores at a time: the scalar version's `exp` calls
-    /// were a fifth of the kernel's time in batched decoding.
-    #[target_feature(enable = "avx512f")]
-    fn softmax_weights(scores: &mut [f32]) -> f32 {
-        let (full, tail) = scores.as_chunks_mut::<16>();
-        let tail_mask: __mmask16 = (1u32 << tail.len()).wrapping_sub(1) as u16;
-        // SAFETY (every load and store): `chunk` and `tail` are 16 and `tail.len()` readable,
-        // writable f32, and the tail's accesses are masked to its length.
-        let tail_ptr = tail.as_mut_ptr();
-        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
-        for chunk in full.iter() {
-            max = _mm512_max_ps(max, unsafe { _mm512_loadu_ps(chunk.as_ptr()) });
-        }
-        let tail_values = unsafe { _mm512_maskz_loadu_ps(tail_mask, tail_ptr) };
-        max = _mm512_mask_max_ps(max, tail_mask, max, tail_values);
-        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
-
-        let mut sum = _mm512_setzero_ps();
-        for chunk in full.iter_mut() {
-            let e = exp(_mm512_sub_ps(
-                unsafe { _mm512_loadu_ps(chunk.as_ptr()) },
-                max,
-            ));
-            sum = _mm512_add_ps(sum, e);
-            unsafe { _mm512_storeu_ps(chunk.as_mut_ptr(), e) };
-        }
-        let e = exp(_mm512_sub_ps(tail_values, max));
-        sum = _mm512_mask_add_ps(sum, tail_mask, sum, e);
-        unsafe { _mm512_mask_storeu_ps(tail_ptr, tail_mask, e) };
-        1.0 / _mm512_reduce_add_ps(sum)
     }
 }
 
