@@ -31,8 +31,6 @@ mod avx512;
 #[cfg(test)]
 mod tests;
 
-use std::sync::Mutex;
-
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use half::f16;
@@ -232,110 +230,171 @@ impl Int8Matrix {
         let group = self.isa.group();
         let lines = blocks * group * BLOCK / 64;
         let groups = self.rows.div_ceil(group);
-        // Each group's outputs for all m rows, `[groups][m][group]`, handed out in items of
-        // consecutive groups, each one contiguous piece behind its own lock, so workers share
-        // nothing; transposed into place afterwards. About 8 items per thread, as candle's
-        // `execute_chunked` makes: few enough that a lock per item costs nothing, enough to
-        // even out the threads' finishing times.
-        let mut by_group = vec![0f32; groups * m * group];
+        // Work items are runs of consecutive groups, about 8 per thread, as candle's
+        // `execute_chunked` makes: enough to even out the threads' finishing times. Each group
+        // owns `group` columns of the output, so items write to disjoint parts of it, straight
+        // into place (a per-group buffer transposed afterwards was a tenth of a prefill pass,
+        // all of it on one thread).
+        let mut out = vec![0f32; m * self.rows];
+        let shared = SharedOut::new(&mut out, self.rows);
+        // The last group's padding rows have no columns: it goes through a buffer.
+        let full_groups = self.rows / group;
         let pool = candle_core::utils::barrier_pool();
         // (`get_num_threads` would read the environment and the cgroup files on every call.)
         let per_item = groups.div_ceil(8 * (pool.n_workers() + 1)).max(1);
-        let stride = (m * group).max(1);
-        let pieces: Vec<Mutex<&mut [f32]>> = by_group
-            .chunks_mut(per_item * stride)
-            .map(Mutex::new)
-            .collect();
         let run = |item: usize| {
-            let Some(piece) = pieces.get(item) else {
-                return;
-            };
-            // A poisoned lock means another item panicked; that panic is re-raised by the pool.
-            let Ok(mut piece) = piece.lock() else {
-                return;
-            };
-            for (i, out) in piece.chunks_mut(stride).enumerate() {
-                let g = item * per_item + i;
-                if let (Some(quants), Some(scales)) = (
+            for g in item * per_item..((item + 1) * per_item).min(groups) {
+                let (Some(quants), Some(scales)) = (
                     self.quants.get(g * lines..(g + 1) * lines),
                     self.scales
                         .get(g * blocks * group..(g + 1) * blocks * group),
-                ) {
-                    self.group_times_rows(quants, scales, &acts, out);
+                ) else {
+                    continue;
+                };
+                if g < full_groups {
+                    // SAFETY: group `g` (columns `g·group ..` of every row) belongs to this
+                    // item alone, and `out` is not read until the pool has finished.
+                    unsafe { self.group_times_rows(quants, scales, &acts, &shared, g * group) };
+                } else {
+                    let mut buffer = vec![0f32; m * group];
+                    let partial = SharedOut::new(&mut buffer, group);
+                    // SAFETY: `buffer` is this call's own.
+                    unsafe { self.group_times_rows(quants, scales, &acts, &partial, 0) };
+                    let n = self.rows - g * group;
+                    for (r, outs) in buffer.chunks_exact(group).enumerate() {
+                        // SAFETY: as above.
+                        unsafe { shared.write(r, g * group, &outs[..n]) };
+                    }
                 }
             }
         };
-        pool.execute_chunked(pieces.len(), |range| range.for_each(&run));
-        drop(pieces);
-
-        let mut out = vec![0f32; m * self.rows];
-        for (g, piece) in by_group.chunks_exact((m * group).max(1)).enumerate() {
-            let col = g * group;
-            let n = group.min(self.rows - col);
-            for (out_row, outs) in out
-                .chunks_exact_mut(self.rows)
-                .zip(piece.chunks_exact(group))
-            {
-                out_row[col..col + n].copy_from_slice(&outs[..n]);
-            }
-        }
+        pool.execute_chunked(groups.div_ceil(per_item), |range| range.for_each(&run));
         out
     }
 
-    /// One weight group against every activation row, in tiles of the kernel's row count.
-    fn group_times_rows(&self, w: &[Line], w_scales: &[f32], acts: &Activations, out: &mut [f32]) {
+    /// One weight group against every activation row, in tiles of the kernel's row count,
+    /// into columns `col .. col + group` of `out`.
+    ///
+    /// # Safety
+    /// Nothing else may read or write those columns of `out` during the call.
+    unsafe fn group_times_rows(
+        &self,
+        w: &[Line],
+        w_scales: &[f32],
+        acts: &Activations,
+        out: &SharedOut,
+        col: usize,
+    ) {
+        let m = acts.m;
+        if !out.holds(m, col + self.isa.group()) {
+            return;
+        }
         let tile = self.isa.tile_rows();
+        // SAFETY (every `chunk` below): rows `first + i < m` and columns `col .. col + group`
+        // are inside `out` (checked above) and are the caller's alone (this function's
+        // contract); each call takes distinct rows.
+        // SAFETY (every kernel call): matrices are built for an ISA only where
+        // `isa.supported()` holds, which checks exactly the features each kernel enables.
         match self.isa {
             Isa::Avx2 => {
                 let (w, _) = w.as_chunks::<2>();
                 let (s, _) = w_scales.as_chunks::<AVX2_GROUP>();
-                let (out, _) = out.as_chunks_mut::<AVX2_GROUP>();
-                for (t, piece) in out.chunks_mut(tile).enumerate() {
-                    let first = t * tile;
-                    // SAFETY (every call): matrices are built for an ISA only where
-                    // `isa.supported()` holds, which checks exactly the features each kernel
-                    // enables.
+                for first in (0..m).step_by(tile) {
+                    let r = acts.rows::<2>(first);
+                    let o = |i| unsafe { out.chunk::<AVX2_GROUP>(first + i, col) };
                     #[cfg(target_arch = "x86_64")]
-                    match piece {
-                        [a, b] => unsafe { avx2::tile(acts.rows(first), w, s, [a, b]) },
-                        [a] => unsafe { avx2::tile(acts.rows(first), w, s, [a]) },
-                        // Longer pieces are never formed.
-                        _ => {}
+                    match m - first {
+                        1 => unsafe { avx2::tile(take::<1, 2>(r), w, s, [o(0)]) },
+                        _ => unsafe { avx2::tile(r, w, s, [o(0), o(1)]) },
                     }
                     #[cfg(not(target_arch = "x86_64"))]
-                    let _ = (first, piece, w, s);
+                    let _ = (r, o, w, s);
                 }
             }
             Isa::Avx512Vnni => {
                 let (w, _) = w.as_chunks::<8>();
                 let (s, _) = w_scales.as_chunks::<AVX512_GROUP>();
-                let (out, _) = out.as_chunks_mut::<AVX512_GROUP>();
-                for (t, piece) in out.chunks_mut(tile).enumerate() {
-                    let first = t * tile;
+                for first in (0..m).step_by(tile) {
                     let r = acts.rows::<8>(first);
-                    // SAFETY (every call): as above. Each call passes `piece.len()` rows.
-                    #[cfg(target_arch = "x86_64")]
-                    match piece {
-                        [a, b, c, d, e, f, g, h] => unsafe {
-                            avx512::tile(r, w, s, [a, b, c, d, e, f, g, h])
-                        },
-                        [a, b, c, d, e, f, g] => unsafe {
-                            avx512::tile(take(r), w, s, [a, b, c, d, e, f, g])
-                        },
-                        [a, b, c, d, e, f] => unsafe {
-                            avx512::tile(take(r), w, s, [a, b, c, d, e, f])
-                        },
-                        [a, b, c, d, e] => unsafe { avx512::tile(take(r), w, s, [a, b, c, d, e]) },
-                        [a, b, c, d] => unsafe { avx512::tile(take(r), w, s, [a, b, c, d]) },
-                        [a, b, c] => unsafe { avx512::tile(take(r), w, s, [a, b, c]) },
-                        [a, b] => unsafe { avx512::tile(take(r), w, s, [a, b]) },
-                        [a] => unsafe { avx512::tile(take(r), w, s, [a]) },
-                        _ => {}
+                    let o = |i| unsafe { out.chunk::<AVX512_GROUP>(first + i, col) };
+                    macro_rules! tile {
+                        ($rows:literal) => {{
+                            #[cfg(target_arch = "x86_64")]
+                            unsafe {
+                                avx512::tile(take::<$rows, 8>(r), w, s, std::array::from_fn(o))
+                            }
+                            #[cfg(not(target_arch = "x86_64"))]
+                            let _ = (r, &o, w, s);
+                        }};
                     }
-                    #[cfg(not(target_arch = "x86_64"))]
-                    let _ = (r, piece, w, s);
+                    match m - first {
+                        1 => tile!(1),
+                        2 => tile!(2),
+                        3 => tile!(3),
+                        4 => tile!(4),
+                        5 => tile!(5),
+                        6 => tile!(6),
+                        7 => tile!(7),
+                        _ => tile!(8),
+                    }
                 }
             }
+        }
+    }
+}
+
+/// An `[m, stride]` output matrix that several threads write at once, each to its own
+/// columns (see `Int8Matrix::matmul`).
+struct SharedOut {
+    ptr: *mut f32,
+    len: usize,
+    stride: usize,
+}
+
+// SAFETY: a `SharedOut` hands out references only through its unsafe methods, whose callers
+// guarantee that no two threads touch the same elements.
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    fn new(out: &mut [f32], stride: usize) -> Self {
+        Self {
+            ptr: out.as_mut_ptr(),
+            len: out.len(),
+            stride,
+        }
+    }
+
+    /// Whether `rows` rows of `columns` columns fit.
+    fn holds(&self, rows: usize, columns: usize) -> bool {
+        columns <= self.stride && rows * self.stride <= self.len
+    }
+
+    /// Row `row`'s `G` values from column `col`.
+    ///
+    /// # Safety
+    /// They must be inside the matrix (`holds(row + 1, col + G)`), and no other reference to
+    /// them may be used while this one lives.
+    #[expect(clippy::mut_from_ref, reason = "disjoint writes from several threads")]
+    unsafe fn chunk<const G: usize>(&self, row: usize, col: usize) -> &mut [f32; G] {
+        // SAFETY: in bounds and unaliased (the contract above); f32 arrays need only f32's
+        // alignment.
+        unsafe { &mut *self.ptr.add(row * self.stride + col).cast::<[f32; G]>() }
+    }
+
+    /// Copies `values` to row `row` from column `col`, if they fit.
+    ///
+    /// # Safety
+    /// No other reference to those values may be in use.
+    unsafe fn write(&self, row: usize, col: usize, values: &[f32]) {
+        if col + values.len() <= self.stride && (row + 1) * self.stride <= self.len {
+            // SAFETY: in bounds (checked) and unaliased (the contract above).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    values.as_ptr(),
+                    self.ptr.add(row * self.stride + col),
+                    values.len(),
+                )
+            };
         }
     }
 }
@@ -352,6 +411,8 @@ fn take<const R: usize, const N: usize>(rows: [ActRow<'_>; N]) -> [ActRow<'_>; R
 /// Activation rows quantized to Q8_0 exactly as candle's `BlockQ8_0::from_float` does, with
 /// the (f16-rounded) scales kept as f32, plus what the chosen kernel needs besides.
 struct Activations {
+    /// Rows.
+    m: usize,
     blocks: usize,
     /// `[m][blocks]`.
     quants: Vec<[i8; BLOCK]>,
@@ -385,6 +446,7 @@ impl Activations {
                 .collect(),
         };
         Self {
+            m,
             blocks,
             quants,
             scales,
