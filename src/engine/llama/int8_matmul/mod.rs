@@ -31,6 +31,8 @@ mod avx512;
 #[cfg(test)]
 mod tests;
 
+use std::marker::PhantomData;
+
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use half::f16;
@@ -282,7 +284,7 @@ impl Int8Matrix {
         w: &[Line],
         w_scales: &[f32],
         acts: &Activations,
-        out: &SharedOut,
+        out: &SharedOut<'_>,
         col: usize,
     ) {
         let m = acts.m;
@@ -344,23 +346,26 @@ impl Int8Matrix {
 }
 
 /// An `[m, stride]` output matrix that several threads write at once, each to its own
-/// columns (see `Int8Matrix::matmul`).
-struct SharedOut {
+/// columns (see `Int8Matrix::matmul`). It borrows the matrix mutably for its lifetime, so
+/// nothing else can touch it meanwhile.
+struct SharedOut<'a> {
     ptr: *mut f32,
     len: usize,
     stride: usize,
+    _out: PhantomData<&'a mut [f32]>,
 }
 
 // SAFETY: a `SharedOut` hands out references only through its unsafe methods, whose callers
 // guarantee that no two threads touch the same elements.
-unsafe impl Sync for SharedOut {}
+unsafe impl Sync for SharedOut<'_> {}
 
-impl SharedOut {
-    fn new(out: &mut [f32], stride: usize) -> Self {
+impl<'a> SharedOut<'a> {
+    fn new(out: &'a mut [f32], stride: usize) -> Self {
         Self {
             ptr: out.as_mut_ptr(),
             len: out.len(),
             stride,
+            _out: PhantomData,
         }
     }
 
